@@ -1,0 +1,59 @@
+"""Observation hooks the engine calls; streams/metrics.py turns them into Prometheus series.
+
+The engine never imports prometheus_client: it receives an object with these methods (the idea of
+Faust's sensors). ``NullHooks`` is the default for tests and offline jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+__all__ = ["FoldHooks", "NullHooks"]
+
+
+class FoldHooks(Protocol):
+    def on_consumed(self, topic: str, n_events: int) -> None:
+        """``n_events`` records were read from ``topic`` (valid or not)."""
+
+    def on_batch(self, n_events: int, fold_seconds: float) -> None:
+        """One micro-batch of ``n_events`` valid events was folded in ``fold_seconds``."""
+
+    def on_skipped(self, n_events: int) -> None:
+        """Events already folded before (replayed input) were skipped."""
+
+    def on_recommendations(self, n: int, latencies_s: Sequence[float]) -> None:
+        """``n`` recommendations were emitted; event-arrival-to-recommendation latencies in seconds."""
+
+    def on_dead_letter(self, reason_kind: str) -> None:
+        """A record went to the dead-letter topic; ``reason_kind`` is a short bounded label."""
+
+    def on_state_bytes(self, store: str, n_bytes: int) -> None:
+        """Approximate bytes held by a state store (``users`` or ``items``)."""
+
+    def on_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Consumer lag in messages for one assigned partition."""
+
+
+class NullHooks:
+    """Hooks that record nothing."""
+
+    def on_consumed(self, topic: str, n_events: int) -> None:
+        pass
+
+    def on_batch(self, n_events: int, fold_seconds: float) -> None:
+        pass
+
+    def on_skipped(self, n_events: int) -> None:
+        pass
+
+    def on_recommendations(self, n: int, latencies_s: Sequence[float]) -> None:
+        pass
+
+    def on_dead_letter(self, reason_kind: str) -> None:
+        pass
+
+    def on_state_bytes(self, store: str, n_bytes: int) -> None:
+        pass
+
+    def on_lag(self, topic: str, partition: int, lag: int) -> None:
+        pass
