@@ -1,0 +1,115 @@
+"""Compact binary encodings of user and item state (never JSON), each led by a format version byte.
+
+User state, format 1 (little endian)::
+
+    u8 version | u8 dim_code | u16 dim | u16 n_hist | i32 partition | i64 offset | f64 last_t
+    | u8 len + model version (utf-8)
+    | f32[dim] memory | f32[dim] slow summary
+    | n_hist × (f64 time, u8 event type, u8 len + item id utf-8)      (most recent first)
+
+The history ring stores item ids, not in-process row numbers, so state stays valid when its
+partition moves to another worker.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["UserState", "ItemState", "encode_user", "decode_user", "encode_item", "decode_item", "StateFormatError"]
+
+USER_FORMAT = 1
+ITEM_FORMAT = 1
+_USER_HEAD = struct.Struct("<BBHHiqd")
+_HIST = struct.Struct("<dB")
+_ITEM_HEAD = struct.Struct("<BHdq")
+
+
+class StateFormatError(ValueError):
+    pass
+
+
+@dataclass
+class UserState:
+    memory: np.ndarray  # [d] float32
+    summary: np.ndarray  # [d] float32, slow-moving interest for drift detection
+    last_t: float = float("nan")
+    partition: int = -1
+    offset: int = -1  # last applied input offset on ``partition``
+    model_version: str = ""
+    hist_items: list[str] = field(default_factory=list)  # most recent first
+    hist_times: list[float] = field(default_factory=list)
+    hist_types: list[int] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, dim: int) -> "UserState":
+        return cls(np.zeros(dim, np.float32), np.zeros(dim, np.float32))
+
+
+def _short(s: str) -> bytes:
+    b = s.encode("utf-8")
+    if len(b) > 255:
+        raise StateFormatError(f"id longer than 255 bytes: {s[:40]!r}…")
+    return bytes([len(b)]) + b
+
+
+def encode_user(s: UserState) -> bytes:
+    dim = s.memory.shape[0]
+    parts = [
+        _USER_HEAD.pack(USER_FORMAT, 0, dim, len(s.hist_items), s.partition, s.offset, s.last_t),
+        _short(s.model_version),
+        np.ascontiguousarray(s.memory, dtype="<f4").tobytes(),
+        np.ascontiguousarray(s.summary, dtype="<f4").tobytes(),
+    ]
+    for item, t, e in zip(s.hist_items, s.hist_times, s.hist_types):
+        parts.append(_HIST.pack(t, e))
+        parts.append(_short(item))
+    return b"".join(parts)
+
+
+def decode_user(b: bytes) -> UserState:
+    if not b or b[0] != USER_FORMAT:
+        raise StateFormatError(f"unknown user state format {b[:1]!r}")
+    _, _, dim, n_hist, partition, offset, last_t = _USER_HEAD.unpack_from(b, 0)
+    pos = _USER_HEAD.size
+    n = b[pos]
+    model_version = b[pos + 1 : pos + 1 + n].decode("utf-8")
+    pos += 1 + n
+    memory = np.frombuffer(b, "<f4", dim, pos).copy()
+    pos += 4 * dim
+    summary = np.frombuffer(b, "<f4", dim, pos).copy()
+    pos += 4 * dim
+    items: list[str] = []
+    times: list[float] = []
+    types: list[int] = []
+    for _ in range(n_hist):
+        t, e = _HIST.unpack_from(b, pos)
+        pos += _HIST.size
+        n = b[pos]
+        items.append(b[pos + 1 : pos + 1 + n].decode("utf-8"))
+        pos += 1 + n
+        times.append(t)
+        types.append(e)
+    return UserState(memory, summary, last_t, partition, offset, model_version, items, times, types)
+
+
+@dataclass
+class ItemState:
+    memory: np.ndarray  # [d] float32
+    last_t: float = float("nan")
+    count: int = 0
+
+
+def encode_item(s: ItemState) -> bytes:
+    return _ITEM_HEAD.pack(ITEM_FORMAT, s.memory.shape[0], s.last_t, s.count) + np.ascontiguousarray(
+        s.memory, dtype="<f4"
+    ).tobytes()
+
+
+def decode_item(b: bytes) -> ItemState:
+    if not b or b[0] != ITEM_FORMAT:
+        raise StateFormatError(f"unknown item state format {b[:1]!r}")
+    _, dim, last_t, count = _ITEM_HEAD.unpack_from(b, 0)
+    return ItemState(np.frombuffer(b, "<f4", dim, _ITEM_HEAD.size).copy(), last_t, count)

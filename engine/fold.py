@@ -1,0 +1,244 @@
+"""User stage: the micro-batched fold.
+
+Per batch: read every touched user's state in one multi-get per partition, drop events already
+applied (offset ≤ the state's last applied offset), update memories with one model call per round
+(round r = each user's r-th event in the batch, so per-user order is exact), score all items once per
+user, build one recommendation per user (for their last event in the batch), and return the new
+state as one write batch per partition plus the item updates for the item stage.
+
+The same code serves the Kafka worker and the offline evaluator: with ``targets`` it also returns
+the rank of each event's target among all items, right after that event is folded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.codec import UserState, decode_user, encode_user
+from engine.items import ItemTable, ItemUpdates
+from engine.rounds import occurrence_rounds
+from engine.state import StateStore, _Batch, new_transaction
+from models.interest import InterestModel
+from schemas import Interaction, Recommendation, ScoredItem, SourceRef
+
+__all__ = ["SourcedEvent", "FoldResult", "UserStage", "user_partition_name", "rank_of"]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_RATE = 0.02  # slow interest summary: an exponential average over roughly the last 50 events
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedEvent:
+    """An interaction with where it came from: input partition, offset, and arrival time (epoch s)."""
+
+    event: Interaction
+    partition: int
+    offset: int
+    arrival: float
+
+
+@dataclass
+class FoldResult:
+    recommendations: list[Recommendation]
+    arrivals: list[float]  # arrival time of each recommendation's triggering event
+    item_updates: ItemUpdates | None
+    writes: dict[str, _Batch]
+    n_folded: int
+    n_skipped: int
+    ranks: np.ndarray | None = None  # [E] rank of each event's target (1 = best; nan = no target)
+    fold_seconds: float = 0.0
+    touched_users: list[str] = field(default_factory=list)
+
+
+def user_partition_name(partition: int) -> str:
+    return f"users-{partition}"
+
+
+def rank_of(scores: Tensor, target: Tensor) -> Tensor:
+    """Rank (1 = best) of ``target`` ``[B]`` in each row of ``scores`` ``[B, N]``, ties counted half."""
+    t = scores.gather(1, target.unsqueeze(1))
+    above = (scores > t).sum(1).float()
+    ties = (scores == t).sum(1).float() - 1
+    return 1 + above + 0.5 * ties
+
+
+class UserStage:
+    def __init__(
+        self,
+        model: InterestModel,
+        items: ItemTable,
+        store: StateStore,
+        *,
+        model_version: str,
+        input_topic: str = "tide.interactions",
+        top_k: int = 10,
+    ) -> None:
+        self.model = model.eval()
+        self.items = items
+        self.store = store
+        self.model_version = model_version
+        self.input_topic = input_topic
+        self.top_k = top_k
+        self.history = model.cfg.history
+        self.dim = model.cfg.dim
+
+    def _read_states(self, events: Sequence[SourcedEvent]) -> dict[tuple[int, str], UserState]:
+        by_part: dict[int, set[str]] = {}
+        for e in events:
+            by_part.setdefault(e.partition, set()).add(e.event.user_id)
+        states: dict[tuple[int, str], UserState] = {}
+        for p, users in by_part.items():
+            found = self.store.partition(user_partition_name(p)).get_many(u.encode("utf-8") for u in users)
+            for u in users:
+                raw = found.get(u.encode("utf-8"))
+                states[(p, u)] = decode_user(raw) if raw is not None else UserState.empty(self.dim)
+        return states
+
+    @torch.no_grad()
+    def fold(self, events: Sequence[SourcedEvent], targets: Sequence[str | None] | None = None) -> FoldResult:
+        start = time.perf_counter()
+        states = self._read_states(events)
+        # An event at or below the user's last applied offset was folded before (input replayed).
+        fresh = [k for k, e in enumerate(events) if e.offset > states[(e.partition, e.event.user_id)].offset]
+        n_skipped = len(events) - len(fresh)
+        ranks = np.full(len(events), np.nan) if targets is not None else None
+        if not fresh:
+            return FoldResult([], [], None, {}, 0, n_skipped, ranks, time.perf_counter() - start)
+
+        dev = self.items.device
+        keys = list(dict.fromkeys((events[k].partition, events[k].event.user_id) for k in fresh))
+        slot_of = {key: s for s, key in enumerate(keys)}
+        mem = torch.from_numpy(np.stack([states[k].memory for k in keys])).to(dev)  # [U, d]
+        last_t = np.array([states[k].last_t for k in keys])
+        ev = [events[k] for k in fresh]
+        slots = np.array([slot_of[(e.partition, e.event.user_id)] for e in ev])
+        item_rows = self.items.rows([e.event.item_id for e in ev])
+        ts = np.array([e.event.timestamp for e in ev])
+        etypes = np.array([e.event.event_type_id for e in ev], np.int64)
+        weights = np.array([e.event.weight for e in ev], np.float32)
+        user_before = torch.empty(len(ev), self.dim, device=dev)
+        vectors = self.items.vectors()
+        target_rows = (
+            # -1: a target never seen (ranked last); -2: no target (not ranked)
+            torch.tensor([self.items.index.get(targets[k], -1) if targets[k] else -2 for k in fresh], device=dev)
+            if targets is not None
+            else None
+        )
+
+        for idx in occurrence_rounds(slots):
+            s = torch.from_numpy(slots[idx]).to(dev)
+            dt = ts[idx] - last_t[slots[idx]]
+            dt = np.where(np.isnan(dt), 0.0, dt)
+            user_before[torch.from_numpy(idx).to(dev)] = mem[s]
+            mem[s] = self.model.memory.update_users(
+                mem[s],
+                vectors[torch.from_numpy(item_rows[idx]).to(dev)],
+                torch.from_numpy(dt).float().to(dev),
+                torch.from_numpy(etypes[idx]).to(dev),
+                torch.from_numpy(weights[idx]).to(dev),
+            )
+            last_t[slots[idx]] = ts[idx]
+            for k in idx:
+                st = states[keys[slots[k]]]
+                e = ev[k].event
+                st.hist_items.insert(0, e.item_id)
+                st.hist_times.insert(0, e.timestamp)
+                st.hist_types.insert(0, int(etypes[k]))
+                del st.hist_items[self.history :], st.hist_times[self.history :], st.hist_types[self.history :]
+            if target_rows is not None and ranks is not None:
+                tr = target_rows[torch.from_numpy(idx).to(dev)]
+                ok = tr >= 0
+                if bool(ok.any()):
+                    sc = self._scores(mem[s], [states[keys[slots[k]]] for k in idx])
+                    r = rank_of(sc[ok], tr[ok]).cpu().numpy()
+                    pos = np.asarray(fresh)[idx][ok.cpu().numpy()]
+                    ranks[pos] = r
+                missing = np.asarray(fresh)[idx][(tr == -1).cpu().numpy()]
+                ranks[missing] = len(self.items)
+
+        # One recommendation per user, for their last event in this batch.
+        user_states = [states[k] for k in keys]
+        scores = self._scores(mem, user_states)
+        k_top = min(self.top_k, scores.shape[1])
+        top_scores, top_rows = torch.topk(scores, k_top, dim=1)
+        top_scores_l = top_scores.cpu().tolist()
+        top_rows_l = top_rows.cpu().tolist()
+        last_event_of = {}
+        for k, e in enumerate(ev):
+            last_event_of[slots[k]] = e
+        now = time.time()
+        recs: list[Recommendation] = []
+        arrivals: list[float] = []
+        mem_np = mem.cpu().numpy()
+        writes: dict[str, _Batch] = {}
+        for s, (p, u) in enumerate(keys):
+            st = states[(p, u)]
+            src = last_event_of[s]
+            recent = {item: n for n, item in reversed(list(enumerate(st.hist_items)))}
+            recs.append(
+                Recommendation(
+                    user_id=u,
+                    items=tuple(
+                        ScoredItem(self.items.ids[r], round(sc, 5), _reason(recent.get(self.items.ids[r])))
+                        for r, sc in zip(top_rows_l[s], top_scores_l[s])
+                    ),
+                    model_version=self.model_version,
+                    source=SourceRef(self.input_topic, p, src.offset, src.event.timestamp),
+                    emitted_at=now,
+                )
+            )
+            arrivals.append(src.arrival)
+            st.memory = mem_np[s]
+            st.summary = (1 - SUMMARY_RATE) * st.summary + SUMMARY_RATE * mem_np[s]
+            st.last_t = float(last_t[s])
+            st.partition, st.offset = p, src.offset
+            st.model_version = self.model_version
+            writes.setdefault(user_partition_name(p), new_transaction()).put(u.encode("utf-8"), encode_user(st))
+
+        updates = ItemUpdates(
+            rows=item_rows,
+            user_vec=user_before,
+            ts=ts,
+            event_types=etypes,
+            weights=weights,
+            partitions=np.array([e.partition for e in ev], np.int64),
+            offsets=np.array([e.offset for e in ev], np.int64),
+        )
+        return FoldResult(
+            recs, arrivals, updates, writes, len(ev), n_skipped, ranks, time.perf_counter() - start,
+            [u for _, u in keys],
+        )
+
+    def _scores(self, mem: Tensor, states: Sequence[UserState]) -> Tensor:
+        """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and these histories."""
+        items = self.items
+        hist = np.full((len(states), self.history), -1, np.int64)
+        for b, st in enumerate(states):
+            if st.hist_items:
+                hist[b, : len(st.hist_items)] = items.rows(st.hist_items)
+        h = torch.from_numpy(hist).to(items.device)
+        vectors = items.vectors()
+        last_vec = torch.where((h[:, :1] >= 0), vectors[h[:, 0].clamp(min=0)], torch.zeros_like(mem))
+        q = self.model.query(mem, last_vec)
+        return self.model.scores(q, vectors, items.bias, h)
+
+    def commit(self, result: FoldResult) -> None:
+        """Write the batch's user state (one atomic write per partition)."""
+        for name, tx in result.writes.items():
+            self.store.partition(name).write(tx)
+
+
+def _reason(events_ago: int | None) -> str:
+    if events_ago is None:
+        return "matches your current interests"
+    if events_ago == 0:
+        return "you just used this"
+    return f"you used this {events_ago + 1} events ago"

@@ -1,0 +1,196 @@
+"""Item stage: the table of item vectors every user-stage batch scores against, and the fold of the
+user side of each interaction into item memories.
+
+The user stage reads ``ItemTable.vectors()`` and forwards :class:`ItemUpdates`; the item stage
+applies them and persists item state with a per-source-partition watermark in the same write, so an
+update is never applied twice. In a multi-worker deployment the item stage is its own consumer of
+``tide.item-updates`` and workers refresh their table from ``tide.item-vectors``; here both stages
+may also run in one process, joined by a direct call.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.codec import ItemState, decode_item, encode_item
+from engine.rounds import occurrence_rounds
+from engine.state import PartitionStore, new_transaction
+from models.interest import InterestModel
+
+__all__ = ["ItemTable", "ItemUpdates", "ItemStage"]
+
+logger = logging.getLogger(__name__)
+
+_WATERMARK = b"\x00wm/"  # + partition as decimal; cannot collide with a utf-8 item id key prefix "i/"
+_ITEM = b"i/"
+
+
+class ItemTable:
+    """Every item this worker knows: id ↔ row, learned static part, bias, temporal memory, and the
+    cached item vectors derived from them (recomputed only for rows that change)."""
+
+    def __init__(self, model: InterestModel, ids: Sequence[str], device: torch.device) -> None:
+        self.model = model
+        self.device = device
+        self.ids: list[str] = list(ids)
+        self.index: dict[str, int] = {s: i for i, s in enumerate(self.ids)}
+        n, d = len(self.ids), model.cfg.dim
+        with torch.no_grad():
+            self._static = model.item_static.weight.detach().to(device).clone()
+            self._bias = model.item_bias.detach().to(device).clone()
+        self._new_bias = float(self._bias.min()) if n else 0.0  # unseen items start as the least popular
+        self._memory = torch.zeros(n, d, device=device)
+        self.last_t = np.full(n, np.nan)
+        self.count = np.zeros(n, np.int64)
+        self._vectors: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return self.model.cfg.dim
+
+    def row(self, item_id: str) -> int:
+        """The row of ``item_id``, adding the item (cold: no static embedding, no memory) if new."""
+        r = self.index.get(item_id)
+        if r is None:
+            r = self._add(item_id)
+        return r
+
+    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.row(i) for i in item_ids), np.int64, len(item_ids))
+
+    def _add(self, item_id: str) -> int:
+        r = len(self.ids)
+        self.ids.append(item_id)
+        self.index[item_id] = r
+        d = self.dim
+        self._static = torch.cat([self._static, torch.zeros(1, d, device=self.device)])
+        self._bias = torch.cat([self._bias, torch.full((1,), self._new_bias, device=self.device)])
+        self._memory = torch.cat([self._memory, torch.zeros(1, d, device=self.device)])
+        self.last_t = np.append(self.last_t, np.nan)
+        self.count = np.append(self.count, 0)
+        self._vectors = None
+        return r
+
+    @property
+    def bias(self) -> Tensor:
+        return self._bias
+
+    @property
+    def memory(self) -> Tensor:
+        return self._memory
+
+    def vectors(self) -> Tensor:
+        """Item vectors ``[N, d]`` for scoring."""
+        if self._vectors is None:
+            with torch.no_grad():
+                self._vectors = self.model.item_vectors(self._static, self._memory)
+        return self._vectors
+
+    def set_memory(self, rows: Tensor, memory: Tensor) -> None:
+        self._memory[rows] = memory
+        if self._vectors is not None:
+            with torch.no_grad():
+                self._vectors[rows] = self.model.item_vectors(self._static[rows], memory)
+
+
+@dataclass
+class ItemUpdates:
+    """The user side of a batch of folded interactions, in fold order."""
+
+    rows: np.ndarray  # [B] item rows
+    user_vec: Tensor  # [B, d] user memory before the event
+    ts: np.ndarray  # [B] event time
+    event_types: np.ndarray  # [B]
+    weights: np.ndarray  # [B]
+    partitions: np.ndarray  # [B] source partition
+    offsets: np.ndarray  # [B] source offset
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class ItemStage:
+    """Folds :class:`ItemUpdates` into item memories and persists them (with watermarks) in ``store``."""
+
+    def __init__(self, model: InterestModel, table: ItemTable, store: PartitionStore | None) -> None:
+        self.model = model
+        self.table = table
+        self.store = store
+        self.watermarks: dict[int, int] = {}
+        if store is not None:
+            self._restore(store)
+
+    def _restore(self, store: PartitionStore) -> None:
+        n = 0
+        rows, mems = [], []
+        for key, value in store.items():
+            if key.startswith(_WATERMARK):
+                self.watermarks[int(key[len(_WATERMARK) :])] = struct.unpack("<q", value)[0]
+            elif key.startswith(_ITEM):
+                s = decode_item(value)
+                r = self.table.row(key[len(_ITEM) :].decode("utf-8"))
+                rows.append(r)
+                mems.append(torch.from_numpy(s.memory))
+                self.table.last_t[r] = s.last_t
+                self.table.count[r] = s.count
+                n += 1
+        if rows:
+            self.table.set_memory(torch.tensor(rows, device=self.table.device), torch.stack(mems).to(self.table.device))
+        logger.info("item stage restored %d items, watermarks %s", n, self.watermarks)
+
+    @torch.no_grad()
+    def fold(self, up: ItemUpdates) -> list[int]:
+        """Apply the updates not yet applied; return the rows whose memory changed."""
+        if len(up) == 0:
+            return []
+        wm = np.array([self.watermarks.get(int(p), -1) for p in up.partitions])
+        keep = np.nonzero(up.offsets > wm)[0]
+        if len(keep) == 0:
+            return []
+        table = self.table
+        dev = table.device
+        rows = up.rows[keep]
+        for idx in occurrence_rounds(rows):
+            sel = keep[idx]
+            r = up.rows[sel]
+            rt = torch.from_numpy(r).to(dev)
+            last = table.last_t[r]
+            dt = np.where(np.isnan(last), 0.0, up.ts[sel] - last)
+            new = self.model.memory.update_items(
+                table.memory[rt],
+                up.user_vec[torch.from_numpy(sel).to(dev)],
+                torch.from_numpy(dt).float().to(dev),
+                torch.from_numpy(up.event_types[sel]).to(dev),
+                torch.from_numpy(up.weights[sel]).float().to(dev),
+            )
+            table.set_memory(rt, new)
+            table.last_t[r] = up.ts[sel]
+            table.count[r] += 1
+        for p, o in zip(up.partitions[keep], up.offsets[keep]):
+            if o > self.watermarks.get(int(p), -1):
+                self.watermarks[int(p)] = int(o)
+        changed = sorted(set(rows.tolist()))
+        self._persist(changed)
+        return changed
+
+    def _persist(self, rows: list[int]) -> None:
+        if self.store is None:
+            return
+        table = self.table
+        mem = table.memory[torch.tensor(rows, device=table.device)].cpu().numpy()
+        tx = new_transaction()
+        for k, r in enumerate(rows):
+            tx.put(_ITEM + table.ids[r].encode("utf-8"), encode_item(ItemState(mem[k], table.last_t[r], int(table.count[r]))))
+        for p, o in self.watermarks.items():
+            tx.put(_WATERMARK + str(p).encode(), struct.pack("<q", o))
+        self.store.write(tx)

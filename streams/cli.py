@@ -1,0 +1,167 @@
+"""``tide``: the command line. Settings come from ``TIDE_*`` environment variables; flags override."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main"]
+
+logger = logging.getLogger("tide")
+
+
+def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from streams.config import Settings
+
+    base = Settings()
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=clean) if clean else base
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import EmbeddedBroker, create_topics
+    from streams.topics import topic_specs
+
+    broker = EmbeddedBroker(port=args.port)
+    broker.start()
+    settings = _settings(bootstrap_servers=broker.bootstrap_servers, partitions=args.partitions)
+    create_topics(broker.bootstrap_servers, topic_specs(settings))
+    print(f"embedded broker on {broker.bootstrap_servers}; topics created. Ctrl-C to stop.", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.checkpoint import save_checkpoint
+    from engine.data import read_csv
+    from engine.train import TrainConfig, train
+
+    settings = _settings(checkpoint_dir=args.out)
+    log = read_csv(args.data)
+    n = int(len(log) * args.fraction)
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed)
+    print(f"training on {n:,} of {len(log):,} interactions from {args.data} ({cfg.epochs} epochs)", flush=True)
+    res = train(log.slice(0, n), cfg)
+    path = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg) | {"data": str(args.data)})
+    print(f"checkpoint {path} (loss per epoch {[round(x, 4) for x in res.losses]}, {res.seconds:.1f}s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.checkpoint import load_checkpoint
+    from engine.data import read_csv
+    from engine.evaluation import evaluate_log
+    from streams.runtime import pick_device, resolve_checkpoint
+
+    settings = _settings(checkpoint=args.checkpoint)
+    ckpt = load_checkpoint(resolve_checkpoint(settings), pick_device(settings.device))
+    log = read_csv(args.data)
+    test_start = int(len(log) * args.test_from)
+    rep = evaluate_log(ckpt.model, ckpt.item_ids, log, test_start)
+    report = {
+        "model": rep.model,
+        "baselines": rep.baselines,
+        "model_version": ckpt.version,
+        "data": str(args.data),
+        "test_from_row": test_start,
+        "n_items": rep.n_items,
+        "timings": {"seconds": rep.seconds, "events_per_s": rep.events_per_s},
+    }
+    print(json.dumps(report, indent=2))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.data import read_csv
+    from streams.replay import replay
+
+    settings = _settings(bootstrap_servers=args.bootstrap)
+    log = read_csv(args.data)
+    res = replay(
+        settings.producer_conf(), settings.topics.interactions, log, start=args.start, stop=args.stop, rate=args.rate
+    )
+    print(f"replayed {res.n:,} events in {res.seconds:.1f}s ({res.n / max(res.seconds, 1e-9):,.0f} events/s)")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.app import run_worker
+
+    settings = _settings(bootstrap_servers=args.bootstrap, web_port=args.web_port)
+    return run_worker(settings)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(data=args.data, epochs=args.epochs, rate=args.rate, workdir=args.workdir))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from streams.config import Settings
+
+    defaults = Settings()
+    p = argparse.ArgumentParser(prog="tide", description="TIDE: Temporal Interest Dynamics Engine")
+    p.add_argument("--log-level", default=defaults.log_level)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (loopback) with TIDE's topics")
+    b.add_argument("--port", type=int, default=0, help="0 = a free port")
+    b.add_argument("--partitions", type=int, default=defaults.partitions)
+    b.set_defaults(func=cmd_broker)
+
+    t = sub.add_parser("train", help="train a model on the first part of a log and write a checkpoint")
+    t.add_argument("--data", type=Path, default=defaults.data)
+    t.add_argument("--fraction", type=float, default=defaults.train_fraction, help="leading share of rows to train on")
+    t.add_argument("--epochs", type=int, default=defaults.epochs)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", type=Path, default=defaults.checkpoint_dir)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="stream a log through the fold offline and rank each next item")
+    e.add_argument("--data", type=Path, default=defaults.data)
+    e.add_argument("--checkpoint", type=Path, default=None)
+    e.add_argument("--test-from", type=float, default=0.9, help="rows from this share on are scored")
+    e.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("replay", help="produce a CSV log (user,item,timestamp) to the interactions topic")
+    r.add_argument("--data", type=Path, default=defaults.data)
+    r.add_argument("--bootstrap", default=None)
+    r.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as possible")
+    r.add_argument("--start", type=int, default=0)
+    r.add_argument("--stop", type=int, default=None)
+    r.set_defaults(func=cmd_replay)
+
+    w = sub.add_parser("worker", help="run an engine worker (Faust app + confluent-kafka hot path)")
+    w.add_argument("--bootstrap", default=None)
+    w.add_argument("--web-port", type=int, default=None)
+    w.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser("demo", help="broker, train, replay, worker and a report, all on embedded defaults")
+    d.add_argument("--data", type=Path, default=defaults.data)
+    d.add_argument("--epochs", type=int, default=defaults.epochs)
+    d.add_argument("--rate", type=float, default=2000.0, help="offered events/s for the latency phase")
+    d.add_argument("--workdir", type=Path, default=Path(".tide/demo"))
+    d.set_defaults(func=cmd_demo)
+
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Settings: one frozen object read from ``TIDE_*`` environment variables once, at the entry point.
+
+Kafka connection settings pass through to any cluster: ``TIDE_BOOTSTRAP_SERVERS``,
+``TIDE_SECURITY_PROTOCOL``, ``TIDE_SASL_MECHANISM``, ``TIDE_SASL_USERNAME``, ``TIDE_SASL_PASSWORD``,
+``TIDE_SSL_CA_LOCATION`` …; ``librdkafka()`` builds the client dict from them in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "Topics"]
+
+
+class Topics(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDE_TOPIC_", frozen=True)
+
+    interactions: str = "tide.interactions"
+    recommendations: str = "tide.recommendations"
+    item_updates: str = "tide.item-updates"
+    item_vectors: str = "tide.item-vectors"
+    items: str = "tide.items"
+    dlq: str = "tide.dlq"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDE_", frozen=True)
+
+    # Kafka
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    group_id: str = "tide-worker"
+    session_timeout_ms: int = 6000
+    partitions: int = 1
+
+    topics: Topics = Field(default_factory=Topics)
+
+    # Worker
+    app_id: str = "tide"
+    state_dir: Path = Path(".tide/state")
+    checkpoint_dir: Path = Path(".tide/checkpoints")
+    checkpoint: Path | None = None  # a file; default: the newest in checkpoint_dir
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_max_events: int = 500
+    batch_max_wait_ms: int = 20
+    top_k: int = 10
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    publish_item_vectors: bool = True
+    log_level: str = "INFO"
+
+    # Data and training
+    data: Path = Path("../shared/data/wikipedia.csv")
+    train_fraction: float = 0.8
+    epochs: int = 3
+
+    def librdkafka(self, **extra: Any) -> dict[str, Any]:
+        """Client configuration for confluent-kafka, common to producers, consumers and admin."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        conf.update(extra)
+        return conf
+
+    def consumer_conf(self, group_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        return self.librdkafka(
+            **{
+                "group.id": group_id or self.group_id,
+                "session.timeout.ms": self.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, self.session_timeout_ms // 6),
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+                **extra,
+            }
+        )
+
+    def producer_conf(self, **extra: Any) -> dict[str, Any]:
+        return self.librdkafka(**{"linger.ms": 2, "compression.type": "lz4", "acks": "all", **extra})

@@ -1,0 +1,114 @@
+"""Every Prometheus metric TIDE exports, and the hooks object that feeds them from the engine.
+
+Namespace ``tide_``, base units, ``_total`` only on counters, bounded labels (topic, partition,
+store, reason), label sets created at start-up so the series exist at zero. Grafana panels in
+grafana/ use only the names listed in :data:`METRIC_NAMES` (a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics", "METRIC_NAMES", "DLQ_REASONS"]
+
+DLQ_REASONS = (
+    "not_json", "missing_field", "bad_type", "not_finite", "unknown_event_type", "bad_version", "empty", "other",
+)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_FOLD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+METRIC_NAMES = (
+    "tide_events_consumed_total",
+    "tide_events_folded_total",
+    "tide_events_skipped_total",
+    "tide_recommendations_emitted_total",
+    "tide_dead_letters_total",
+    "tide_fold_duration_seconds",
+    "tide_batch_size_events",
+    "tide_event_to_recommendation_seconds",
+    "tide_state_bytes",
+    "tide_consumer_lag_messages",
+    "tide_model_info",
+)
+
+
+class Metrics:
+    """The metric objects, registered on ``registry``; implements ``engine.hooks.FoldHooks``."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        topics: Iterable[str] = (),
+        partitions: Iterable[int] = (0,),
+    ) -> None:
+        self.events_consumed = Counter(
+            "tide_events_consumed", "Records read from an input topic, valid or not.", ["topic"], registry=registry
+        )
+        self.events_folded = Counter("tide_events_folded", "Interactions folded into state.", registry=registry)
+        self.events_skipped = Counter(
+            "tide_events_skipped", "Replayed interactions skipped because state already had them.", registry=registry
+        )
+        self.recommendations = Counter(
+            "tide_recommendations_emitted", "Recommendations produced.", registry=registry
+        )
+        self.dead_letters = Counter(
+            "tide_dead_letters", "Records sent to the dead-letter topic.", ["reason"], registry=registry
+        )
+        self.fold_duration = Histogram(
+            "tide_fold_duration_seconds", "Time to fold one micro-batch.", buckets=_FOLD_BUCKETS, registry=registry
+        )
+        self.batch_size = Histogram(
+            "tide_batch_size_events", "Valid events per micro-batch.", buckets=_BATCH_BUCKETS, registry=registry
+        )
+        self.latency = Histogram(
+            "tide_event_to_recommendation_seconds",
+            "From an interaction's Kafka timestamp to its recommendation being produced.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.state_bytes = Gauge("tide_state_bytes", "Approximate bytes in a state store.", ["store"], registry=registry)
+        self.lag = Gauge(
+            "tide_consumer_lag_messages", "Messages behind the log end.", ["topic", "partition"], registry=registry
+        )
+        self.model_info = Gauge("tide_model_info", "The model version in use (value 1).", ["version"], registry=registry)
+        for t in topics:
+            self.events_consumed.labels(t)
+            for p in partitions:
+                self.lag.labels(t, str(p))
+        for r in DLQ_REASONS:
+            self.dead_letters.labels(r)
+        for s in ("users", "items"):
+            self.state_bytes.labels(s)
+
+    # engine.hooks.FoldHooks
+    def on_consumed(self, topic: str, n_events: int) -> None:
+        self.events_consumed.labels(topic).inc(n_events)
+
+    def on_batch(self, n_events: int, fold_seconds: float) -> None:
+        self.events_folded.inc(n_events)
+        self.batch_size.observe(n_events)
+        self.fold_duration.observe(fold_seconds)
+
+    def on_skipped(self, n_events: int) -> None:
+        self.events_skipped.inc(n_events)
+
+    def on_recommendations(self, n: int, latencies_s: Sequence[float]) -> None:
+        self.recommendations.inc(n)
+        for x in latencies_s:
+            self.latency.observe(x)
+
+    def on_dead_letter(self, reason_kind: str) -> None:
+        self.dead_letters.labels(reason_kind if reason_kind in DLQ_REASONS else "other").inc()
+
+    def on_state_bytes(self, store: str, n_bytes: int) -> None:
+        self.state_bytes.labels(store).set(n_bytes)
+
+    def on_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag.labels(topic, str(partition)).set(lag)
+
+    def set_model(self, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version).set(1)

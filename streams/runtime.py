@@ -1,0 +1,61 @@
+"""Loading the engine for a process: device choice, checkpoint, item table, stages, state store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
+from engine.fold import UserStage
+from engine.items import ItemStage, ItemTable
+from engine.state import RocksDBStateStore
+from streams.config import Settings
+
+__all__ = ["Engine", "pick_device", "load_engine", "resolve_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_checkpoint(settings: Settings) -> Path:
+    path = settings.checkpoint or latest_checkpoint(settings.checkpoint_dir)
+    if path is None or not Path(path).exists():
+        raise FileNotFoundError(
+            f"no checkpoint: set TIDE_CHECKPOINT or run `tide train` to write one into {settings.checkpoint_dir}"
+        )
+    return Path(path)
+
+
+@dataclass
+class Engine:
+    checkpoint: Checkpoint
+    users: UserStage
+    items: ItemStage
+    store: RocksDBStateStore
+    device: torch.device
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def load_engine(settings: Settings) -> Engine:
+    device = pick_device(settings.device)
+    path = resolve_checkpoint(settings)
+    ckpt = load_checkpoint(path, device)
+    logger.info("loaded model %s from %s on %s", ckpt.version, path, device)
+    store = RocksDBStateStore(settings.state_dir)
+    table = ItemTable(ckpt.model, ckpt.item_ids, device)
+    item_stage = ItemStage(ckpt.model, table, store.partition("items"))
+    user_stage = UserStage(
+        ckpt.model, table, store, model_version=ckpt.version, input_topic=settings.topics.interactions,
+        top_k=settings.top_k,
+    )
+    return Engine(ckpt, user_stage, item_stage, store, device)

@@ -1,0 +1,20 @@
+"""The topics TIDE reads and writes, with their partitioning and retention policies."""
+
+from __future__ import annotations
+
+from streams.broker import TopicSpec
+from streams.config import Settings
+
+__all__ = ["topic_specs"]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    t, n = settings.topics, settings.partitions
+    return [
+        TopicSpec(t.interactions, partitions=n),
+        TopicSpec(t.recommendations, partitions=n),
+        TopicSpec(t.item_updates, partitions=n),
+        TopicSpec(t.item_vectors, partitions=1, compacted=True),
+        TopicSpec(t.items, partitions=1, compacted=True),
+        TopicSpec(t.dlq, partitions=1),
+    ]

@@ -1,0 +1,193 @@
+"""The hot path: a confluent-kafka consume → decode → fold → produce loop around the engine.
+
+Per micro-batch (up to ``batch_max_events`` records or ``batch_max_wait_ms``): decode and validate
+every record (invalid ones go to the DLQ with the reason), fold the valid ones through the user and
+item stages, produce one recommendation per user (and the changed item vectors), wait for the
+broker's acknowledgement, write user state, then commit the input offsets. A crash at any point
+replays uncommitted input; the per-user last-applied offset in state and the item stage's
+watermarks keep every event folded exactly once, and recommendations are delivered at least once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from engine.fold import SourcedEvent
+from engine.hooks import FoldHooks, NullHooks
+from schemas import DeadLetter, ItemVector, SchemaError, decode_interaction
+from streams.config import Settings
+from streams.runtime import Engine
+
+__all__ = ["Worker", "WorkerStats"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerStats:
+    consumed: int = 0
+    folded: int = 0
+    skipped: int = 0
+    dead_letters: int = 0
+    recommendations: int = 0
+    batches: int = 0
+    busy_seconds: float = 0.0
+
+
+class Worker:
+    """Runs the engine on a Kafka consumer group until ``stop()``."""
+
+    def __init__(self, settings: Settings, engine: Engine, hooks: FoldHooks | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.hooks = hooks or NullHooks()
+        self.topics = settings.topics
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self.ready = threading.Event()  # set once partitions are assigned
+        self._consumer = Consumer(settings.consumer_conf())
+        self._producer = Producer(settings.producer_conf())
+        self._delivery_errors: list[str] = []
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("assigned %s", [(p.topic, p.partition) for p in partitions])
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("revoked %s", [(p.topic, p.partition) for p in partitions])
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}: {err}")
+
+    def run(self) -> WorkerStats:
+        s = self.settings
+        self._consumer.subscribe([self.topics.interactions], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        max_wait = s.batch_max_wait_ms / 1000
+        last_gauge = 0.0
+        clean = False
+        try:
+            while not self._stop.is_set():
+                msgs = self._consumer.consume(num_messages=s.batch_max_events, timeout=max_wait)
+                if msgs:
+                    self._process(msgs)
+                now = time.monotonic()
+                if now - last_gauge > 5:
+                    last_gauge = now
+                    self._report_gauges()
+            clean = True
+        finally:
+            self._close(commit=clean)
+        return self.stats
+
+    def _process(self, msgs: list[Message]) -> None:
+        t0 = time.perf_counter()
+        events: list[SourcedEvent] = []
+        offsets: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("consume error: %s", err)
+                continue
+            offsets[(m.topic(), m.partition())] = m.offset()
+            try:
+                ev = decode_interaction(m.value())
+            except SchemaError as exc:
+                self._dead_letter(m, exc.kind, str(exc))
+                continue
+            ts_type, ts_ms = m.timestamp()
+            events.append(SourcedEvent(ev, m.partition(), m.offset(), ts_ms / 1000 if ts_ms > 0 else time.time()))
+        self.stats.consumed += len(msgs)
+        self.hooks.on_consumed(self.topics.interactions, len(msgs))
+        if events:
+            self._fold(events)
+        if self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            # Nothing is committed: the batch replays, and state dedupe keeps the fold exactly-once.
+            raise KafkaException(f"produce failed: {errors[:3]}")
+        if offsets:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()], asynchronous=True
+            )
+        self.stats.batches += 1
+        self.stats.busy_seconds += time.perf_counter() - t0
+
+    def _fold(self, events: list[SourcedEvent]) -> None:
+        eng = self.engine
+        result = eng.users.fold(events)
+        self.stats.skipped += result.n_skipped
+        if result.n_skipped:
+            self.hooks.on_skipped(result.n_skipped)
+        if result.item_updates is None:
+            return
+        changed = eng.items.fold(result.item_updates)
+        produce = self._producer.produce
+        rec_topic = self.topics.recommendations
+        for rec in result.recommendations:
+            produce(rec_topic, rec.to_json(), rec.user_id.encode("utf-8"), on_delivery=self._on_delivery)
+        if changed and self.settings.publish_item_vectors:
+            table = eng.items.table
+            vecs = table.vectors()[changed].cpu().tolist()
+            now = time.time()
+            for r, v in zip(changed, vecs):
+                iv = ItemVector(table.ids[r], tuple(round(x, 5) for x in v), now, result.recommendations[0].model_version)
+                produce(self.topics.item_vectors, iv.to_json(), table.ids[r].encode("utf-8"), on_delivery=self._on_delivery)
+        self._producer.flush()
+        eng.users.commit(result)
+        now = time.time()
+        self.stats.folded += result.n_folded
+        self.stats.recommendations += len(result.recommendations)
+        self.hooks.on_batch(result.n_folded, result.fold_seconds)
+        self.hooks.on_recommendations(len(result.recommendations), [now - a for a in result.arrivals])
+
+    def _dead_letter(self, m: Message, kind: str, error: str) -> None:
+        dl = DeadLetter(
+            original=m.value() or b"",
+            original_key=m.key(),
+            error=error,
+            error_kind=kind,
+            topic=m.topic(),
+            partition=m.partition(),
+            offset=m.offset(),
+            failed_at=time.time(),
+        )
+        self._producer.produce(self.topics.dlq, dl.to_json(), m.key(), on_delivery=self._on_delivery)
+        self.stats.dead_letters += 1
+        self.hooks.on_dead_letter(kind)
+        logger.warning("dead letter %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), error)
+
+    def _report_gauges(self) -> None:
+        store = self.engine.store
+        self.hooks.on_state_bytes("users", store.approximate_bytes("users-"))
+        self.hooks.on_state_bytes("items", store.approximate_bytes("items"))
+        try:
+            for tp in self._consumer.assignment():
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=True)
+                pos = self._consumer.position([tp])[0].offset
+                if pos >= 0 and high >= 0:
+                    self.hooks.on_lag(tp.topic, tp.partition, max(0, high - pos))
+        except KafkaException as exc:
+            logger.debug("lag gauge: %s", exc)
+
+    def _close(self, commit: bool) -> None:
+        try:
+            self._producer.flush(10)
+            if commit and self._consumer.assignment():
+                self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            logger.info("final commit: %s", exc)
+        self._consumer.close()
+        logger.info(
+            "worker stopped: consumed %d, folded %d, skipped %d, dead letters %d, recommendations %d",
+            self.stats.consumed, self.stats.folded, self.stats.skipped, self.stats.dead_letters,
+            self.stats.recommendations,
+        )
