@@ -183,12 +183,12 @@ class UserStage:
             st = states[(p, u)]
             src = last_event_of[s]
             recent = {item: n for n, item in reversed(list(enumerate(st.hist_items)))}
+            ids = [self.items.ids[r] for r in top_rows_l[s]]
             recs.append(
                 Recommendation(
                     user_id=u,
                     items=tuple(
-                        ScoredItem(self.items.ids[r], round(sc, 5), _reason(recent.get(self.items.ids[r])))
-                        for r, sc in zip(top_rows_l[s], top_scores_l[s])
+                        ScoredItem(i, sc, _reason(recent.get(i))) for i, sc in zip(ids, top_scores_l[s])
                     ),
                     model_version=self.model_version,
                     source=SourceRef(self.input_topic, p, src.offset, src.event.timestamp),
@@ -236,9 +236,8 @@ class UserStage:
             self.store.partition(name).write(tx)
 
 
+_REASONS = ["you just used this"] + [f"you used this {k + 1} events ago" for k in range(1, 256)]
+
+
 def _reason(events_ago: int | None) -> str:
-    if events_ago is None:
-        return "matches your current interests"
-    if events_ago == 0:
-        return "you just used this"
-    return f"you used this {events_ago + 1} events ago"
+    return "matches your current interests" if events_ago is None else _REASONS[events_ago]

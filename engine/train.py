@@ -123,7 +123,7 @@ def train(
                     user_t[ur] = ts[pu]
                     item_t[ir] = ts[pi]
             pending = cur
-            total += float(loss) * len(cur)
+            total += loss.item() * len(cur)
             count += len(cur)
             if progress is not None:
                 progress(len(cur), float(loss))

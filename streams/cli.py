@@ -39,6 +39,17 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.broker import create_topics
+    from streams.topics import topic_specs
+
+    settings = _settings(bootstrap_servers=args.bootstrap)
+    specs = topic_specs(settings)
+    create_topics(settings.bootstrap_servers, specs, admin_conf=settings.librdkafka())
+    print("topics ready: " + ", ".join(f"{s.name} ({s.partitions})" for s in specs))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.checkpoint import save_checkpoint
     from engine.data import read_csv
@@ -119,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--port", type=int, default=0, help="0 = a free port")
     b.add_argument("--partitions", type=int, default=defaults.partitions)
     b.set_defaults(func=cmd_broker)
+
+    tp = sub.add_parser("topics", help="create TIDE's topics on the configured cluster (idempotent)")
+    tp.add_argument("--bootstrap", default=None)
+    tp.set_defaults(func=cmd_topics)
 
     t = sub.add_parser("train", help="train a model on the first part of a log and write a checkpoint")
     t.add_argument("--data", type=Path, default=defaults.data)

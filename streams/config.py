@@ -52,12 +52,13 @@ class Settings(BaseSettings):
     checkpoint_dir: Path = Path(".tide/checkpoints")
     checkpoint: Path | None = None  # a file; default: the newest in checkpoint_dir
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_max_events: int = 500
+    batch_max_events: int = 2000
     batch_max_wait_ms: int = 20
     top_k: int = 10
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     publish_item_vectors: bool = True
+    item_vector_interval_ms: int = 1000  # changed item vectors are published at most this often
     log_level: str = "INFO"
 
     # Data and training

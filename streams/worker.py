@@ -10,6 +10,7 @@ watermarks keep every event folded exactly once, and recommendations are deliver
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -53,6 +54,8 @@ class Worker:
         self._consumer = Consumer(settings.consumer_conf())
         self._producer = Producer(settings.producer_conf())
         self._delivery_errors: list[str] = []
+        self._changed_items: set[int] = set()
+        self._last_publish = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -70,6 +73,12 @@ class Worker:
 
     def run(self) -> WorkerStats:
         s = self.settings
+        # A batch allocates a few hundred thousand short-lived objects (events, recommendations);
+        # with the default thresholds the cyclic GC rescans the model and caches many times a batch.
+        # Freeze what start-up built and collect the young generation less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         self._consumer.subscribe([self.topics.interactions], on_assign=self._on_assign, on_revoke=self._on_revoke)
         max_wait = s.batch_max_wait_ms / 1000
         last_gauge = 0.0
@@ -134,13 +143,9 @@ class Worker:
         rec_topic = self.topics.recommendations
         for rec in result.recommendations:
             produce(rec_topic, rec.to_json(), rec.user_id.encode("utf-8"), on_delivery=self._on_delivery)
-        if changed and self.settings.publish_item_vectors:
-            table = eng.items.table
-            vecs = table.vectors()[changed].cpu().tolist()
-            now = time.time()
-            for r, v in zip(changed, vecs):
-                iv = ItemVector(table.ids[r], tuple(round(x, 5) for x in v), now, result.recommendations[0].model_version)
-                produce(self.topics.item_vectors, iv.to_json(), table.ids[r].encode("utf-8"), on_delivery=self._on_delivery)
+        if self.settings.publish_item_vectors:
+            self._changed_items.update(changed)
+            self._publish_item_vectors()
         self._producer.flush()
         eng.users.commit(result)
         now = time.time()
@@ -148,6 +153,23 @@ class Worker:
         self.stats.recommendations += len(result.recommendations)
         self.hooks.on_batch(result.n_folded, result.fold_seconds)
         self.hooks.on_recommendations(len(result.recommendations), [now - a for a in result.arrivals])
+
+    def _publish_item_vectors(self, force: bool = False) -> None:
+        """Publish the item vectors changed since the last publication, at most once per interval."""
+        now = time.monotonic()
+        if not self._changed_items or (not force and now - self._last_publish < self.settings.item_vector_interval_ms / 1000):
+            return
+        self._last_publish = now
+        table = self.engine.items.table
+        rows = sorted(self._changed_items)
+        self._changed_items.clear()
+        version = self.engine.users.model_version
+        stamp = time.time()
+        for r, v in zip(rows, table.vectors()[rows].cpu().tolist()):
+            iv = ItemVector(table.ids[r], tuple(v), stamp, version)
+            self._producer.produce(
+                self.topics.item_vectors, iv.to_json(), table.ids[r].encode("utf-8"), on_delivery=self._on_delivery
+            )
 
     def _dead_letter(self, m: Message, kind: str, error: str) -> None:
         dl = DeadLetter(
@@ -180,6 +202,8 @@ class Worker:
 
     def _close(self, commit: bool) -> None:
         try:
+            if self.settings.publish_item_vectors:
+                self._publish_item_vectors(force=True)
             self._producer.flush(10)
             if commit and self._consumer.assignment():
                 self._consumer.commit(asynchronous=False)

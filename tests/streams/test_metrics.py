@@ -1,0 +1,56 @@
+import json
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from streams.metrics import DLQ_REASONS, METRIC_NAMES, Metrics
+
+GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
+
+
+def test_series_exist_at_zero_and_hooks_feed_them():
+    reg = CollectorRegistry()
+    m = Metrics(reg, topics=["tide.interactions"], partitions=[0, 1])
+    text = generate_latest(reg).decode()
+    assert 'tide_events_consumed_total{topic="tide.interactions"} 0.0' in text
+    assert 'tide_consumer_lag_messages{partition="1",topic="tide.interactions"} 0.0' in text
+    for r in DLQ_REASONS:
+        assert f'tide_dead_letters_total{{reason="{r}"}} 0.0' in text
+    m.on_consumed("tide.interactions", 5)
+    m.on_batch(4, 0.002)
+    m.on_recommendations(3, [0.01, 0.02, 0.03])
+    m.on_dead_letter("not_json")
+    m.on_dead_letter("something new")
+    m.on_skipped(2)
+    m.on_state_bytes("users", 1234)
+    m.set_model("v1")
+    v = reg.get_sample_value
+    assert v("tide_events_consumed_total", {"topic": "tide.interactions"}) == 5
+    assert v("tide_events_folded_total") == 4
+    assert v("tide_recommendations_emitted_total") == 3
+    assert v("tide_event_to_recommendation_seconds_count") == 3
+    assert v("tide_dead_letters_total", {"reason": "other"}) == 1
+    assert v("tide_state_bytes", {"store": "users"}) == 1234
+    assert v("tide_model_info", {"version": "v1"}) == 1
+
+
+def test_every_exported_name_is_registered():
+    reg = CollectorRegistry()
+    Metrics(reg)
+    names = {fam.name + ("_total" if fam.type == "counter" else "") for fam in reg.collect()}
+    assert names == set(METRIC_NAMES)
+
+
+def test_grafana_panels_use_only_exported_metrics():
+    dashboards = list(GRAFANA.glob("*.json"))
+    assert dashboards
+    suffixes = ("_bucket", "_count", "_sum", "_created")
+    for path in dashboards:
+        board = json.loads(path.read_text())
+        exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+        assert exprs, path
+        for expr in exprs:
+            for name in re.findall(r"\btide_[a-z_]+", expr):
+                base = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
+                assert base in METRIC_NAMES, f"{path.name}: {name} is not exported by streams/metrics.py"
