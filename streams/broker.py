@@ -171,8 +171,10 @@ class EmbeddedBroker:
             except _Exited:
                 if self._fixed_port or attempt == 2 or time.monotonic() > deadline:
                     in_use = b"AddrInUse" in self._log_since_spawn()
+                    code = self._exit_code()
+                    self.stop()
                     raise RuntimeError(
-                        f"embedded broker exited with code {self._exit_code()} at start"
+                        f"embedded broker exited with code {code} at start"
                         f"{f' (port {self.port} in use)' if in_use else ''}; see {self.log_path}"
                     ) from None
                 self.stop()

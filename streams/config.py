@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     group_id: str = "tide-worker"
     session_timeout_ms: int = 6000
     partitions: int = 1
+    fetch_wait_max_ms: int = 10
 
     topics: Topics = Field(default_factory=Topics)
 
@@ -91,6 +92,9 @@ class Settings(BaseSettings):
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
+                # librdkafka's default 500 ms lets a broker hold a fetch for half a second when little
+                # data is waiting; latency at low rates would be that wait.
+                "fetch.wait.max.ms": self.fetch_wait_max_ms,
                 **extra,
             }
         )

@@ -185,7 +185,9 @@ class Worker:
         self._producer.produce(self.topics.dlq, dl.to_json(), m.key(), on_delivery=self._on_delivery)
         self.stats.dead_letters += 1
         self.hooks.on_dead_letter(kind)
-        logger.warning("dead letter %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), error)
+        logger.warning(
+            "dead letter #%d %s[%d]@%d (%s): %s", self.stats.dead_letters, m.topic(), m.partition(), m.offset(), kind, error
+        )
 
     def _report_gauges(self) -> None:
         store = self.engine.store

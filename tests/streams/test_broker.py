@@ -163,4 +163,4 @@ def test_start_fails_fast_on_a_taken_port() -> None:
         broker = EmbeddedBroker(port=taken.getsockname()[1])
         with pytest.raises(RuntimeError, match="in use"):
             broker.start(timeout_s=10)
-        assert not broker.running
+        assert not broker.running and broker.pid is None

@@ -1,0 +1,97 @@
+"""Fixtures for tests against the real embedded broker and RocksDB: a tiny trained checkpoint,
+per-test topics and settings, and helpers to produce and drain topics."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from engine.checkpoint import save_checkpoint
+from engine.data import InteractionLog
+from engine.train import TrainConfig, train
+from schemas import Interaction
+from streams.broker import EmbeddedBroker, create_topics
+from streams.config import Settings, Topics
+from streams.topics import topic_specs
+
+N_ITEMS = 40
+_counter = itertools.count()
+
+
+def synthetic_events(n_users: int, per_user: int, t0: float = 1_700_000_000.0) -> list[Interaction]:
+    """Interleaved users; each user's consecutive items are distinct, so a double fold or a lost
+    event shows up in the user's history ring."""
+    events = []
+    for j in range(per_user):
+        for u in range(n_users):
+            item = (u * 7 + j) % N_ITEMS
+            events.append(Interaction(f"user-{u}", f"item-{item}", t0 + j * 60 + u, "click" if j % 3 else "view"))
+    return events
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    ev = synthetic_events(10, 30)
+    log = InteractionLog(
+        np.array([e.user_id for e in ev], dtype=object),
+        np.array([e.item_id for e in ev], dtype=object),
+        np.array([e.timestamp for e in ev]),
+        np.array([e.event_type_id for e in ev]),
+    )
+    res = train(log, TrainConfig(epochs=1, batch_size=50, dim=16, history=8))
+    d = tmp_path_factory.mktemp("checkpoints")
+    save_checkpoint(d, res.model, res.item_ids, {})
+    return d
+
+
+@pytest.fixture
+def settings(embedded_broker: EmbeddedBroker, checkpoint_dir: Path, tmp_path: Path) -> Settings:
+    n = next(_counter)
+    topics = Topics(
+        interactions=f"it{n}.interactions",
+        recommendations=f"it{n}.recommendations",
+        item_updates=f"it{n}.item-updates",
+        item_vectors=f"it{n}.item-vectors",
+        items=f"it{n}.items",
+        dlq=f"it{n}.dlq",
+    )
+    s = Settings(
+        bootstrap_servers=embedded_broker.bootstrap_servers,
+        topics=topics,
+        group_id=f"it{n}-worker",
+        checkpoint_dir=checkpoint_dir,
+        state_dir=tmp_path / "state",
+        partitions=2,
+        top_k=5,
+        batch_max_events=100,
+    )
+    create_topics(s.bootstrap_servers, topic_specs(s))
+    return s
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    p = Producer(settings.producer_conf())
+    for key, value in records:
+        p.produce(topic, value, key)
+    assert p.flush(30) == 0
+
+
+def drain(settings: Settings, topic: str, until, timeout_s: float = 60.0) -> list:
+    """Read ``topic`` from the start until ``until(messages)`` is true; return the messages."""
+    c = Consumer(settings.consumer_conf(f"drain-{next(_counter)}"))
+    c.subscribe([topic])
+    out: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(out):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: condition not met after {timeout_s}s with {len(out)} messages")
+            out.extend(m for m in c.consume(500, 0.2) if m.error() is None)
+    finally:
+        c.close()
+    return out
