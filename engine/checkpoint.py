@@ -13,7 +13,7 @@ import torch
 
 from models.interest import InterestConfig, InterestModel
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
+__all__ = ["Checkpoint", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 logger = logging.getLogger(__name__)
 FORMAT = 1

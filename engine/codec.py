@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["UserState", "ItemState", "encode_user", "decode_user", "encode_item", "decode_item", "StateFormatError"]
+__all__ = ["ItemState", "StateFormatError", "UserState", "decode_item", "decode_user", "encode_item", "encode_user"]
 
 USER_FORMAT = 1
 ITEM_FORMAT = 1
@@ -44,7 +44,7 @@ class UserState:
     hist_types: list[int] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, dim: int) -> "UserState":
+    def empty(cls, dim: int) -> UserState:
         return cls(np.zeros(dim, np.float32), np.zeros(dim, np.float32))
 
 

@@ -25,7 +25,7 @@ class InteractionLog:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def slice(self, start: int, stop: int) -> "InteractionLog":
+    def slice(self, start: int, stop: int) -> InteractionLog:
         return InteractionLog(
             self.users[start:stop], self.items[start:stop], self.ts[start:stop], self.event_types[start:stop]
         )

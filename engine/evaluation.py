@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
-import torch
 
 from engine.data import InteractionLog
 from engine.fold import SourcedEvent, UserStage
@@ -18,7 +17,7 @@ from engine.state import MemoryStateStore
 from models.interest import InterestModel
 from schemas import EVENT_TYPES, Interaction
 
-__all__ = ["ranking_metrics", "RecencyFrequency", "Popularity", "next_items", "evaluate_log", "EvalReport"]
+__all__ = ["EvalReport", "Popularity", "RecencyFrequency", "evaluate_log", "next_items", "ranking_metrics"]
 
 
 def ranking_metrics(ranks: Sequence[float] | np.ndarray, k: int = 10) -> dict[str, float]:
@@ -28,7 +27,7 @@ def ranking_metrics(ranks: Sequence[float] | np.ndarray, k: int = 10) -> dict[st
         return {"n": 0, "mrr": float("nan"), f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan")}
     hit = r <= k
     return {
-        "n": int(len(r)),
+        "n": len(r),
         "mrr": float(np.mean(1.0 / r)),
         f"recall@{k}": float(np.mean(hit)),
         f"ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(r + 1), 0.0))),

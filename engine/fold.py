@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from engine.state import StateStore, _Batch, new_transaction
 from models.interest import InterestModel
 from schemas import Interaction, Recommendation, ScoredItem, SourceRef
 
-__all__ = ["SourcedEvent", "FoldResult", "UserStage", "user_partition_name", "rank_of"]
+__all__ = ["FoldResult", "SourcedEvent", "UserStage", "rank_of", "user_partition_name"]
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ Faust's sensors). ``NullHooks`` is the default for tests and offline jobs.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 __all__ = ["FoldHooks", "NullHooks"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from engine.rounds import occurrence_rounds
 from engine.state import PartitionStore, new_transaction
 from models.interest import InterestModel
 
-__all__ = ["ItemTable", "ItemUpdates", "ItemStage"]
+__all__ = ["ItemStage", "ItemTable", "ItemUpdates"]
 
 logger = logging.getLogger(__name__)
 

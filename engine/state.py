@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import Protocol
 
 from rocksdict import Options, Rdict, WriteBatch
 
 __all__ = [
+    "MemoryStateStore",
     "PartitionStore",
+    "RocksDBStateStore",
     "StateStore",
     "Transaction",
-    "MemoryStateStore",
-    "RocksDBStateStore",
     "new_transaction",
 ]
 
@@ -38,7 +39,7 @@ class PartitionStore(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
 
-    def write(self, tx: "_Batch") -> None:
+    def write(self, tx: _Batch) -> None:
         """Apply a transaction atomically."""
 
     def items(self) -> Iterator[tuple[bytes, bytes]]: ...

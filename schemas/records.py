@@ -11,24 +11,25 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "MAX_ID_BYTES",
     "EVENT_TYPES",
-    "SchemaError",
+    "MAX_ID_BYTES",
+    "SCHEMA_VERSION",
+    "DeadLetter",
     "Interaction",
     "Item",
+    "ItemVector",
+    "Recommendation",
+    "SchemaError",
     "ScoredItem",
     "SourceRef",
-    "Recommendation",
-    "DeadLetter",
-    "ItemVector",
     "decode_interaction",
     "decode_item",
     "decode_recommendation",

@@ -109,7 +109,7 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
             except BaseException as exc:  # surfaced to the app: the process must not run on without it
                 self.error = exc
                 logger.exception("hot path failed")
-                app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(app.crash(exc)))
+                app.loop.call_soon_threadsafe(lambda e=exc: asyncio.ensure_future(app.crash(e)))
 
         async def on_stop(self) -> None:
             worker.stop()
@@ -130,7 +130,7 @@ def _declare_topics(app: faust.App, settings: Settings) -> None:
 def run_worker(settings: Settings) -> int:
     engine = load_engine(settings)
     registry = CollectorRegistry()
-    app, worker = build_app(settings, engine, registry)
+    app, _ = build_app(settings, engine, registry)
     try:
         faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
     except SystemExit as exc:

@@ -184,11 +184,7 @@ def _report(log, n_train, a, b, where, records, t_a, total_s) -> None:  # type: 
     print(f"  {'TIDE model':<26} Recall@10 {m['recall@10']:.3f}   MRR {m['mrr']:.3f}")
     print(f"  {'recency-frequency (0.5)':<26} Recall@10 {bm['recall@10']:.3f}   MRR {bm['mrr']:.3f}")
     print("three users' top-10:")
-    shown = 0
-    for k in sorted(recs, reverse=True):
+    for k in sorted(recs, reverse=True)[:3]:
         rec = recs[k][0]
-        if shown == 3:
-            break
-        shown += 1
         print(f"  user {rec.user_id} (after item {items[k]}): " + ", ".join(s.item_id for s in rec.items[:10]))
     print(f"total demo time {total_s:.0f}s")

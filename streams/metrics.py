@@ -7,11 +7,11 @@ grafana/ use only the names listed in :data:`METRIC_NAMES` (a test checks it).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics", "METRIC_NAMES", "DLQ_REASONS"]
+__all__ = ["DLQ_REASONS", "METRIC_NAMES", "Metrics"]
 
 DLQ_REASONS = (
     "not_json", "missing_field", "bad_type", "not_finite", "unknown_event_type", "bad_version", "empty", "other",

@@ -14,7 +14,7 @@ from engine.items import ItemStage, ItemTable
 from engine.state import RocksDBStateStore
 from streams.config import Settings
 
-__all__ = ["Engine", "pick_device", "load_engine", "resolve_checkpoint"]
+__all__ = ["Engine", "load_engine", "pick_device", "resolve_checkpoint"]
 
 logger = logging.getLogger(__name__)
 

@@ -113,7 +113,7 @@ class Worker:
             except SchemaError as exc:
                 self._dead_letter(m, exc.kind, str(exc))
                 continue
-            ts_type, ts_ms = m.timestamp()
+            _, ts_ms = m.timestamp()
             events.append(SourcedEvent(ev, m.partition(), m.offset(), ts_ms / 1000 if ts_ms > 0 else time.time()))
         self.stats.consumed += len(msgs)
         self.hooks.on_consumed(self.topics.interactions, len(msgs))
@@ -195,7 +195,7 @@ class Worker:
         self.hooks.on_state_bytes("items", store.approximate_bytes("items"))
         try:
             for tp in self._consumer.assignment():
-                low, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=True)
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=True)
                 pos = self._consumer.position([tp])[0].offset
                 if pos >= 0 and high >= 0:
                     self.hooks.on_lag(tp.topic, tp.partition, max(0, high - pos))

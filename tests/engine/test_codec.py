@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from engine.codec import ItemState, StateFormatError, UserState, decode_item, decode_user, encode_item, encode_user
+from engine.codec import (
+    ItemState,
+    StateFormatError,
+    UserState,
+    decode_item,
+    decode_user,
+    encode_item,
+    encode_user,
+)
 
 
 def test_user_state_round_trip_and_size():

@@ -36,7 +36,7 @@ def _run(model, item_ids, events, batch):
 
 
 def test_one_recommendation_per_user_per_batch_naming_the_last_event(model, item_ids, log):
-    users, items, _ = _stages(model, item_ids)
+    users, _, _ = _stages(model, item_ids)
     events = _events(log, 0, 50)
     res = users.fold(events)
     assert sorted(r.user_id for r in res.recommendations) == sorted(set(log.users[:50]))
