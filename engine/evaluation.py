@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -32,6 +33,12 @@ def ranking_metrics(ranks: Sequence[float] | np.ndarray, k: int = 10) -> dict[st
         f"recall@{k}": float(np.mean(hit)),
         f"ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(r + 1), 0.0))),
     }
+
+
+class Baseline(Protocol):
+    def observe(self, user: str, item: str) -> None: ...
+
+    def rank(self, user: str, target: str, n_items: int) -> float: ...
 
 
 class RecencyFrequency:
@@ -126,7 +133,7 @@ def evaluate_log(
     table = ItemTable(model, item_ids, device)
     stage = UserStage(model, table, MemoryStateStore(), model_version=model_version)
     item_stage = ItemStage(model, table, None)
-    baselines = {"recency_frequency": RecencyFrequency(0.5), "popularity": Popularity()}
+    baselines: dict[str, Baseline] = {"recency_frequency": RecencyFrequency(0.5), "popularity": Popularity()}
     base_ranks: dict[str, list[float]] = {k: [] for k in baselines}
     model_ranks: list[float] = []
     n_all = len(set(items))
@@ -143,10 +150,11 @@ def evaluate_log(
             item_stage.fold(res.item_updates)
         assert res.ranks is not None
         for k, e in enumerate(range(b0, b1)):
+            target = tg[k]
             for name, b in baselines.items():
                 b.observe(users[e], items[e])
-                if tg[k] is not None:
-                    base_ranks[name].append(b.rank(users[e], tg[k], n_all))
+                if target is not None:
+                    base_ranks[name].append(b.rank(users[e], target, n_all))
             if tg[k] is not None:
                 model_ranks.append(float(res.ranks[k]))
     seconds = time.perf_counter() - start

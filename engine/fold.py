@@ -128,7 +128,7 @@ class UserStage:
         vectors = self.items.vectors()
         target_rows = (
             # -1: a target never seen (ranked last); -2: no target (not ranked)
-            torch.tensor([self.items.index.get(targets[k], -1) if targets[k] else -2 for k in fresh], device=dev)
+            torch.tensor([self.items.index.get(t, -1) if (t := targets[k]) else -2 for k in fresh], device=dev)
             if targets is not None
             else None
         )

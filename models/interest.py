@@ -44,6 +44,8 @@ class InterestConfig:
 
 
 class InterestModel(nn.Module):
+    decay_weights: Tensor  # [L] buffer: repeat_decay ** k
+
     def __init__(self, cfg: InterestConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -32,8 +32,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
     settings = _settings(bootstrap_servers=broker.bootstrap_servers, partitions=args.partitions)
     create_topics(broker.bootstrap_servers, topic_specs(settings))
     print(f"embedded broker on {broker.bootstrap_servers}; topics created. Ctrl-C to stop.", flush=True)
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait needs them blocked to receive them
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        signal.sigwait(stop_signals)
     finally:
         broker.stop()
     return 0

@@ -41,7 +41,7 @@ class RecommendationReader:
                 for m in self._consumer.consume(500, 0.1):
                     if m.error() is not None:
                         continue
-                    rec = decode_recommendation(m.value())
+                    rec = decode_recommendation(m.value() or b"")
                     with self._cv:
                         self.records.append((rec, m.timestamp()[1] / 1000))
                         self.keys.append(m.key())
