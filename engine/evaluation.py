@@ -1,24 +1,33 @@
-"""Ranking metrics, the simple baselines every model must beat, and an offline streaming evaluation
-that runs the same fold as the Kafka worker."""
+"""Offline evaluation: stream a whole log through the same fold as the Kafka worker and rank every
+validation and test row's true item among all items, beside the baselines, in one run.
+
+A row is ranked with the recommendation the worker would have emitted when the same user's
+previous event was folded (state updated with every earlier row of the log, and — with online
+learning on — the model trained on every earlier row: score first, then learn). A user's first row
+is ranked with an empty user state. Ties count half.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 import numpy as np
+import torch
 
+from engine.baselines import default_baselines
 from engine.data import InteractionLog
-from engine.fold import SourcedEvent, UserStage
+from engine.fold import SourcedEvent, UserStage, rank_of
 from engine.items import ItemStage, ItemTable
+from engine.online import OnlineConfig, OnlineLearner
+from engine.protocols import Split
 from engine.state import MemoryStateStore
 from models.interest import InterestModel
 from schemas import EVENT_TYPES, Interaction
 
-__all__ = ["EvalReport", "Popularity", "RecencyFrequency", "evaluate_log", "next_items", "ranking_metrics"]
+__all__ = ["RowRanks", "evaluate_stream", "next_items", "ranking_metrics", "summarize"]
 
 
 def ranking_metrics(ranks: Sequence[float] | np.ndarray, k: int = 10) -> dict[str, float]:
@@ -28,67 +37,11 @@ def ranking_metrics(ranks: Sequence[float] | np.ndarray, k: int = 10) -> dict[st
         return {"n": 0, "mrr": float("nan"), f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan")}
     hit = r <= k
     return {
-        "n": len(r),
+        "n": int(len(r)),
         "mrr": float(np.mean(1.0 / r)),
         f"recall@{k}": float(np.mean(hit)),
         f"ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(r + 1), 0.0))),
     }
-
-
-class Baseline(Protocol):
-    def observe(self, user: str, item: str) -> None: ...
-
-    def rank(self, user: str, target: str, n_items: int) -> float: ...
-
-
-class RecencyFrequency:
-    """Per-user recency-frequency: score(i) = Σ over the user's past events on i of decay^(events ago)."""
-
-    def __init__(self, decay: float = 0.5) -> None:
-        self.decay = decay
-        self._scores: dict[str, dict[str, float]] = defaultdict(dict)
-        self._n: dict[str, int] = defaultdict(int)
-
-    def observe(self, user: str, item: str) -> None:
-        # Stored scaled by decay^-n so an update touches one entry; rescaled when it grows too large.
-        n = self._n[user] = self._n[user] + 1
-        s = self._scores[user]
-        s[item] = s.get(item, 0.0) + self.decay ** (-n)
-        if n > 200:
-            scale = self.decay**n
-            self._scores[user] = {i: v * scale for i, v in s.items() if v * scale > 1e-12}
-            self._n[user] = 0
-
-    def ranked(self, user: str) -> list[tuple[str, float]]:
-        s = self._scores.get(user, {})
-        return sorted(s.items(), key=lambda kv: -kv[1])
-
-    def rank(self, user: str, target: str, n_items: int) -> float:
-        return _rank_in(self._scores.get(user, {}), target, n_items)
-
-
-class Popularity:
-    """Global interaction counts so far."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = defaultdict(int)
-
-    def observe(self, user: str, item: str) -> None:
-        self.counts[item] += 1
-
-    def rank(self, user: str, target: str, n_items: int) -> float:
-        return _rank_in(self.counts, target, n_items)
-
-
-def _rank_in(scores: dict[str, float] | dict[str, int], target: str, n_items: int) -> float:
-    """Rank of ``target`` among ``n_items`` items where items missing from ``scores`` score 0; ties half."""
-    t = scores.get(target, 0)
-    above = sum(1 for v in scores.values() if v > t)
-    if t > 0:
-        ties = sum(1 for v in scores.values() if v == t) - 1
-    else:  # every item without a score ties with the target
-        ties = n_items - len(scores) - (0 if target in scores else 1)
-    return 1 + above + 0.5 * ties
 
 
 def next_items(users: Sequence[str], items: Sequence[str]) -> tuple[list[str | None], np.ndarray]:
@@ -107,63 +60,104 @@ def next_items(users: Sequence[str], items: Sequence[str]) -> tuple[list[str | N
 
 
 @dataclass
-class EvalReport:
-    model: dict[str, float]
-    baselines: dict[str, dict[str, float]]
+class RowRanks:
+    """Per scored row (validation and test rows, in log order)."""
+
+    rows: np.ndarray  # [R] row index in the log
+    ts: np.ndarray  # [R] the row's timestamp
+    repeat: np.ndarray  # [R] bool: the user had used the item before
+    ranks: dict[str, np.ndarray]  # method → [R] rank; "model" plus each baseline
     n_items: int
     seconds: float
-    events_per_s: float
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate_log(
+def evaluate_stream(
     model: InterestModel,
     item_ids: list[str],
     log: InteractionLog,
-    test_start: int,
+    score_from: int,
     *,
     batch_size: int = 200,
+    online: OnlineConfig | None = None,
     model_version: str = "eval",
-) -> EvalReport:
-    """Fold the whole log through the user and item stages (state in memory) and rank each event at
-    index ≥ ``test_start`` right after the same user's previous event, against all items."""
+) -> RowRanks:
+    """Fold every row of ``log`` and rank each row at index ≥ ``score_from``."""
     users, items = log.users.tolist(), log.items.tolist()
     targets, target_idx = next_items(users, items)
+    first_row = np.ones(len(log), bool)  # the user's first row: no earlier event to rank it from
+    first_row[target_idx[target_idx >= 0]] = False
     device = next(model.parameters()).device
     table = ItemTable(model, item_ids, device)
     stage = UserStage(model, table, MemoryStateStore(), model_version=model_version)
     item_stage = ItemStage(model, table, None)
-    baselines: dict[str, Baseline] = {"recency_frequency": RecencyFrequency(0.5), "popularity": Popularity()}
-    base_ranks: dict[str, list[float]] = {k: [] for k in baselines}
-    model_ranks: list[float] = []
-    n_all = len(set(items))
+    learner = OnlineLearner(model, table, online) if online is not None and online.enabled else None
+    baselines = default_baselines()
+    n_items = len(set(items))
+    rank_at = {name: np.full(len(log), np.nan) for name in ["model", *baselines]}
+    seen_pairs: set[tuple[str, str]] = set()
+    repeat = np.zeros(len(log), bool)
     start = time.perf_counter()
     for b0 in range(0, len(log), batch_size):
         b1 = min(len(log), b0 + batch_size)
+        # Rows that are their user's first: ranked from an empty state, before this batch is folded.
+        firsts = [j for j in range(b0, b1) if first_row[j] and j >= score_from]
+        if firsts:
+            with torch.no_grad():
+                empty = stage.empty_user_scores()  # [N]
+            for j in firsts:
+                r = table.index.get(items[j], -1)
+                rank_at["model"][j] = float(rank_of(empty[None], torch.tensor([r]))[0]) if r >= 0 else len(table)
+                for name, b in baselines.items():
+                    rank_at[name][j] = b.rank(users[j], items[j], n_items)
         batch = [
             SourcedEvent(Interaction(users[e], items[e], float(log.ts[e]), EVENT_TYPES[log.event_types[e]]), 0, e, 0.0)
             for e in range(b0, b1)
         ]
-        tg = [targets[e] if target_idx[e] >= test_start else None for e in range(b0, b1)]
-        res = stage.fold(batch, targets=tg)
-        if res.item_updates is not None:
-            item_stage.fold(res.item_updates)
+        tg = [targets[e] if target_idx[e] >= score_from else None for e in range(b0, b1)]
+        res = stage.fold(batch, targets=tg, collect_examples=learner is not None)
         assert res.ranks is not None
         for k, e in enumerate(range(b0, b1)):
-            target = tg[k]
+            j = target_idx[e]
             for name, b in baselines.items():
                 b.observe(users[e], items[e])
-                if target is not None:
-                    base_ranks[name].append(b.rank(users[e], target, n_all))
-            if tg[k] is not None:
-                model_ranks.append(float(res.ranks[k]))
+                if j >= score_from:
+                    rank_at[name][j] = b.rank(users[e], items[j], n_items)
+            if j >= score_from:
+                rank_at["model"][j] = res.ranks[k]
+            pair = (users[e], items[e])
+            repeat[e] = pair in seen_pairs
+            seen_pairs.add(pair)
+        if res.item_updates is not None:
+            item_stage.fold(res.item_updates)
+        if learner is not None and res.examples is not None:
+            learner.learn(res.examples)
     seconds = time.perf_counter() - start
-    return EvalReport(
-        model=ranking_metrics(model_ranks),
-        baselines={k: ranking_metrics(v) for k, v in base_ranks.items()},
-        n_items=n_all,
+    rows = np.arange(score_from, len(log))
+    return RowRanks(
+        rows=rows,
+        ts=log.ts[rows],
+        repeat=repeat[rows],
+        ranks={name: r[rows] for name, r in rank_at.items()},
+        n_items=n_items,
         seconds=seconds,
-        events_per_s=len(log) / seconds,
+        extra={"events_per_s": len(log) / seconds, "online_steps": learner.steps if learner else 0},
     )
 
 
+def summarize(rr: RowRanks, mask: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Metrics per method over the rows selected by ``mask``, with the repeat / first-time split."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, ranks in rr.ranks.items():
+        m: dict[str, Any] = ranking_metrics(ranks[mask])
+        m["repeat"] = ranking_metrics(ranks[mask & rr.repeat])
+        m["first_time"] = ranking_metrics(ranks[mask & ~rr.repeat])
+        out[name] = m
+    return out
+
+
+def split_masks(rr: RowRanks, split: Split) -> dict[str, np.ndarray]:
+    return {"val": rr.rows < split.val_end, "test": rr.rows >= split.val_end}
+
+
+__all__ += ["split_masks"]

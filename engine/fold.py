@@ -23,6 +23,7 @@ from torch import Tensor
 
 from engine.codec import UserState, decode_user, encode_user
 from engine.items import ItemTable, ItemUpdates
+from engine.online import Examples
 from engine.rounds import occurrence_rounds
 from engine.state import StateStore, _Batch, new_transaction
 from models.interest import InterestModel
@@ -56,6 +57,7 @@ class FoldResult:
     ranks: np.ndarray | None = None  # [E] rank of each event's target (1 = best; nan = no target)
     fold_seconds: float = 0.0
     touched_users: list[str] = field(default_factory=list)
+    examples: Examples | None = None
 
 
 def user_partition_name(partition: int) -> str:
@@ -103,7 +105,15 @@ class UserStage:
         return states
 
     @torch.no_grad()
-    def fold(self, events: Sequence[SourcedEvent], targets: Sequence[str | None] | None = None) -> FoldResult:
+    def fold(
+        self,
+        events: Sequence[SourcedEvent],
+        targets: Sequence[str | None] | None = None,
+        collect_examples: bool = False,
+    ) -> FoldResult:
+        """Fold ``events``. With ``targets`` (per event: the item to rank right after it, or None),
+        also rank each target; with ``collect_examples``, return each event as a training example
+        (the state just before it → its item) for online learning."""
         start = time.perf_counter()
         states = self._read_states(events)
         # An event at or below the user's last applied offset was folded before (input replayed).
@@ -125,6 +135,8 @@ class UserStage:
         etypes = np.array([e.event.event_type_id for e in ev], np.int64)
         weights = np.array([e.event.weight for e in ev], np.float32)
         user_before = torch.empty(len(ev), self.dim, device=dev)
+        prev_rows = np.full(len(ev), -1, np.int64)
+        hist_before: list[tuple[list[str], list[float]]] = []
         vectors = self.items.vectors()
         target_rows = (
             # -1: a target never seen (ranked last); -2: no target (not ranked)
@@ -149,6 +161,10 @@ class UserStage:
             for k in idx:
                 st = states[keys[slots[k]]]
                 e = ev[k].event
+                if st.hist_items:
+                    prev_rows[k] = self.items.row(st.hist_items[0])
+                if collect_examples:
+                    hist_before.append((list(st.hist_items), list(st.hist_times)))
                 st.hist_items.insert(0, e.item_id)
                 st.hist_times.insert(0, e.timestamp)
                 st.hist_types.insert(0, int(etypes[k]))
@@ -203,8 +219,24 @@ class UserStage:
             st.model_version = self.model_version
             writes.setdefault(user_partition_name(p), new_transaction()).put(u.encode("utf-8"), encode_user(st))
 
+        examples = None
+        if collect_examples:
+            order = np.concatenate(occurrence_rounds(slots))  # hist_before was filled in round order
+            ctx = self._context([UserState(np.empty(0, np.float32), np.empty(0, np.float32), hist_items=h, hist_times=t)
+                                 for h, t in hist_before])
+            inv = np.empty_like(order)
+            inv[order] = np.arange(len(order))
+            inv_t = torch.from_numpy(inv).to(dev)
+            examples = Examples(
+                user_mem=user_before,
+                history=ctx[0][inv_t],
+                ages=ctx[1][inv_t],
+                last_rows=ctx[2][inv],
+                targets=torch.from_numpy(item_rows).to(dev),
+            )
         updates = ItemUpdates(
             rows=item_rows,
+            prev_rows=prev_rows,
             user_vec=user_before,
             ts=ts,
             event_types=etypes,
@@ -214,21 +246,40 @@ class UserStage:
         )
         return FoldResult(
             recs, arrivals, updates, writes, len(ev), n_skipped, ranks, time.perf_counter() - start,
-            [u for _, u in keys],
+            [u for _, u in keys], examples,
         )
 
-    def _scores(self, mem: Tensor, states: Sequence[UserState]) -> Tensor:
-        """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and these histories."""
+    def _context(self, states: Sequence[UserState]) -> tuple[Tensor, Tensor, np.ndarray]:
+        """Histories as item rows ``[B, L]`` (-1 = empty), their ages ``[B, L]`` in seconds relative
+        to each user's latest event, and each user's last item row ``[B]`` (-1 = none)."""
         items = self.items
         hist = np.full((len(states), self.history), -1, np.int64)
+        ages = np.zeros((len(states), self.history), np.float32)
         for b, st in enumerate(states):
-            if st.hist_items:
-                hist[b, : len(st.hist_items)] = items.rows(st.hist_items)
-        h = torch.from_numpy(hist).to(items.device)
+            n = min(len(st.hist_items), self.history)
+            if n:
+                hist[b, :n] = items.rows(st.hist_items[:n])
+                ages[b, :n] = st.hist_times[0] - np.asarray(st.hist_times[:n])
+        dev = items.device
+        return torch.from_numpy(hist).to(dev), torch.from_numpy(ages).to(dev), hist[:, 0].copy()
+
+    def score_context(self, mem: Tensor, hist: Tensor, ages: Tensor, last_rows: np.ndarray) -> Tensor:
+        """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and this context."""
+        items = self.items
         vectors = items.vectors()
-        last_vec = torch.where((h[:, :1] >= 0), vectors[h[:, 0].clamp(min=0)], torch.zeros_like(mem))
+        n = vectors.shape[0]
+        last_vec = torch.where(hist[:, :1] >= 0, vectors[hist[:, 0].clamp(min=0)], torch.zeros_like(mem))
         q = self.model.query(mem, last_vec)
-        return self.model.scores(q, vectors, items.bias, h)
+        transitions = items.graph.transition_features(last_rows, n, items.device)
+        return self.model.scores(q, vectors, items.bias, hist, ages, transitions, items.graph.trending(n, items.device))
+
+    def _scores(self, mem: Tensor, states: Sequence[UserState]) -> Tensor:
+        return self.score_context(mem, *self._context(states))
+
+    @torch.no_grad()
+    def empty_user_scores(self) -> Tensor:
+        """Scores ``[N]`` for a user with no state yet."""
+        return self._scores(torch.zeros(1, self.dim, device=self.items.device), [UserState.empty(self.dim)])[0]
 
     def commit(self, result: FoldResult) -> None:
         """Write the batch's user state (one atomic write per partition)."""

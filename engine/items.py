@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from engine.codec import ItemState, decode_item, encode_item
+from engine.graph import ItemGraph
 from engine.rounds import occurrence_rounds
 from engine.state import PartitionStore, new_transaction
 from models.interest import InterestModel
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _WATERMARK = b"\x00wm/"  # + partition as decimal; cannot collide with a utf-8 item id key prefix "i/"
 _ITEM = b"i/"
+_TRANSITIONS = b"t/"  # + item id: that item's outgoing transition row
 
 
 class ItemTable:
@@ -49,6 +51,7 @@ class ItemTable:
         self._memory = torch.zeros(n, d, device=device)
         self.last_t = np.full(n, np.nan)
         self.count = np.zeros(n, np.int64)
+        self.graph = ItemGraph(n)
         self._vectors: Tensor | None = None
 
     def __len__(self) -> int:
@@ -81,6 +84,14 @@ class ItemTable:
         self._vectors = None
         return r
 
+    @torch.no_grad()
+    def refresh_from_model(self) -> None:
+        """Take the model's current static embeddings and biases (after a learning step)."""
+        n = self.model.cfg.n_items
+        self._static[:n] = self.model.item_static.weight.detach().to(self.device)
+        self._bias[:n] = self.model.item_bias.detach().to(self.device)
+        self._vectors = None
+
     @property
     def bias(self) -> Tensor:
         return self._bias
@@ -108,6 +119,7 @@ class ItemUpdates:
     """The user side of a batch of folded interactions, in fold order."""
 
     rows: np.ndarray  # [B] item rows
+    prev_rows: np.ndarray  # [B] the user's previous item row, -1 for a user's first event
     user_vec: Tensor  # [B, d] user memory before the event
     ts: np.ndarray  # [B] event time
     event_types: np.ndarray  # [B]
@@ -133,9 +145,12 @@ class ItemStage:
     def _restore(self, store: PartitionStore) -> None:
         n = 0
         rows, mems = [], []
+        transitions: list[tuple[str, bytes]] = []
         for key, value in store.items():
             if key.startswith(_WATERMARK):
                 self.watermarks[int(key[len(_WATERMARK) :])] = struct.unpack("<q", value)[0]
+            elif key.startswith(_TRANSITIONS):
+                transitions.append((key[len(_TRANSITIONS) :].decode("utf-8"), value))
             elif key.startswith(_ITEM):
                 s = decode_item(value)
                 r = self.table.row(key[len(_ITEM) :].decode("utf-8"))
@@ -144,6 +159,8 @@ class ItemStage:
                 self.table.last_t[r] = s.last_t
                 self.table.count[r] = s.count
                 n += 1
+        for item_id, raw in transitions:
+            self.table.graph.decode_row(self.table.row(item_id), raw, self.table.row)
         if rows:
             self.table.set_memory(torch.tensor(rows, device=self.table.device), torch.stack(mems).to(self.table.device))
         logger.info("item stage restored %d items, watermarks %s", n, self.watermarks)
@@ -180,10 +197,11 @@ class ItemStage:
             if o > self.watermarks.get(int(p), -1):
                 self.watermarks[int(p)] = int(o)
         changed = sorted(set(rows.tolist()))
-        self._persist(changed)
+        transitions_changed = table.graph.observe(up.prev_rows[keep], rows)
+        self._persist(changed, sorted(set(transitions_changed)))
         return changed
 
-    def _persist(self, rows: list[int]) -> None:
+    def _persist(self, rows: list[int], transition_rows: list[int]) -> None:
         if self.store is None:
             return
         table = self.table
@@ -191,6 +209,8 @@ class ItemStage:
         tx = new_transaction()
         for k, r in enumerate(rows):
             tx.put(_ITEM + table.ids[r].encode("utf-8"), encode_item(ItemState(mem[k], table.last_t[r], int(table.count[r]))))
+        for j in transition_rows:
+            tx.put(_TRANSITIONS + table.ids[j].encode("utf-8"), table.graph.encode_row(j, table.ids))
         for p, o in self.watermarks.items():
             tx.put(_WATERMARK + str(p).encode(), struct.pack("<q", o))
         self.store.write(tx)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.data import InteractionLog
+from engine.graph import ItemGraph
 from engine.history import user_histories
 from models.interest import InterestConfig, InterestModel
 
@@ -36,8 +37,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     seed: int = 0
     dim: int = 64
-    history: int = 20
-    repeat_decay: float = 0.5
+    history: int = 32
 
 
 @dataclass
@@ -71,9 +71,10 @@ def train(
     user_index: dict[str, int] = {}
     users = np.array([user_index.setdefault(u, len(user_index)) for u in log.users], np.int64)
     items = np.array([item_index[i] for i in log.items], np.int64)
-    hist = torch.from_numpy(user_histories(users, items, cfg.history))  # [E, L]
+    hist_np, ages_np = user_histories(users, items, cfg.history, log.ts)
+    hist, ages = torch.from_numpy(hist_np), torch.from_numpy(ages_np)  # [E, L]
     n_users, n_items, n = len(user_index), len(item_ids), len(log)
-    model = InterestModel(InterestConfig(n_items=n_items, dim=cfg.dim, history=cfg.history, repeat_decay=cfg.repeat_decay))
+    model = InterestModel(InterestConfig(n_items=n_items, dim=cfg.dim, history=cfg.history))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ts = torch.from_numpy(log.ts).float()
     etypes = torch.from_numpy(log.event_types)
@@ -85,6 +86,7 @@ def train(
         item_mem = torch.zeros(n_items, cfg.dim)
         user_t = torch.full((n_users,), float("nan"))
         item_t = torch.full((n_items,), float("nan"))
+        graph = ItemGraph(n_items)
         pending: np.ndarray | None = None
         total, count = 0.0, 0
         for b0 in range(0, n, cfg.batch_size):
@@ -110,7 +112,11 @@ def train(
             h = hist[cur]
             last_vec = torch.where(h[:, :1] >= 0, vectors[h[:, 0].clamp(min=0)], torch.zeros(len(cur), cfg.dim))
             q = model.query(u_all[cu], last_vec)
-            scores = model.scores(q, vectors, model.item_bias, h)
+            scores = model.scores(
+                q, vectors, model.item_bias, h, ages[cur],
+                graph.transition_features(hist_np[cur, 0], n_items, torch.device("cpu")),
+                graph.trending(n_items, torch.device("cpu")),
+            )
             loss = F.cross_entropy(scores, torch.from_numpy(items[cur]))
             opt.zero_grad()
             loss.backward()
@@ -122,6 +128,7 @@ def train(
                     item_mem[ir] = new_i.detach()
                     user_t[ur] = ts[pu]
                     item_t[ir] = ts[pi]
+            graph.observe(hist_np[cur, 0], items[cur])
             pending = cur
             total += loss.item() * len(cur)
             count += len(cur)

@@ -8,12 +8,17 @@ A user's query is built from the memory and the vector of the last item used (a 
 
 .. math::  q_u = \\mathrm{MLP}([s_u \\,\\|\\, v_{last(u)}])
 
-and an item's score adds a learned bias and a learned function of the user's own history with the
-item, because on real logs most interactions return to an item the user already used:
+and an item's score adds a learned bias, a learned function of the user's own relation to the item,
+and learned weights on the item's global popularity:
 
-.. math::  score(u, i) = q_u \\cdot v_i + b_i + w^\\top \\log\\big(1 + [\\,\\textstyle\\sum_k \\gamma^k [h_k = i],\\; \\sum_k [h_k = i]\\,]\\big)
+.. math::  score(u, i) = q_u \\cdot v_i + b_i + g(x_{ui}) + w^\\top p_i
 
-where h_0, h_1, … are the user's last L items, most recent first, and γ the recency decay.
+where x_ui holds recency-weighted counts of i in the user's last L items for each decay γ
+(Σ_k γ^k [h_k = i]), the plain count, how recently in time the user last used i, and the
+transition from the user's last item to i (log count and share of the last item's transitions);
+g is a small MLP with g(0) = 0, and p_i is log decayed popularity at two horizons. On real logs most
+interactions return to an item the user already used, and the strongest simple baselines are
+exactly these statistics; the model learns how to weigh them against the memory.
 """
 
 from __future__ import annotations
@@ -36,15 +41,17 @@ class InterestConfig:
     time_dim: int = 16
     n_event_types: int = 8
     event_dim: int = 8
-    history: int = 20
-    repeat_decay: float = 0.5
+    history: int = 32
+    decays: tuple[float, ...] = (0.5, 0.9)
+    feature_hidden: int = 32
+    n_trending: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class InterestModel(nn.Module):
-    decay_weights: Tensor  # [L] buffer: repeat_decay ** k
+    decay_weights: Tensor  # [n_decays, L] buffer: decay ** k
 
     def __init__(self, cfg: InterestConfig) -> None:
         super().__init__()
@@ -56,10 +63,11 @@ class InterestModel(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(cfg.n_items))
         self.mem_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.query_mlp = nn.Sequential(nn.Linear(2 * cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
-        self.repeat = nn.Linear(2, 1, bias=False)
-        self.register_buffer(
-            "decay_weights", cfg.repeat_decay ** torch.arange(cfg.history, dtype=torch.float32), persistent=False
-        )
+        n_feat = len(cfg.decays) + 4
+        self.pair_mlp = nn.Sequential(nn.Linear(n_feat, cfg.feature_hidden), nn.GELU(), nn.Linear(cfg.feature_hidden, 1))
+        self.trend = nn.Linear(cfg.n_trending, 1, bias=False)
+        decay = torch.tensor(cfg.decays, dtype=torch.float32)[:, None] ** torch.arange(cfg.history, dtype=torch.float32)
+        self.register_buffer("decay_weights", decay, persistent=False)  # [n_decays, L]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -67,10 +75,10 @@ class InterestModel(nn.Module):
         nn.init.normal_(self.item_static.weight, std=0.1)
         nn.init.zeros_(self.item_bias)
         nn.init.zeros_(self.mem_proj.weight)
-        for layer in self.query_mlp:
+        for layer in [*self.query_mlp, *self.pair_mlp]:
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
-        nn.init.constant_(self.repeat.weight, 1.0)
+        nn.init.zeros_(self.trend.weight)
 
     def item_vectors(self, static: Tensor, memory: Tensor) -> Tensor:
         """Item vectors ``[N, d]`` from static embeddings ``[N, d]`` and memories ``[N, d]``."""
@@ -80,18 +88,35 @@ class InterestModel(nn.Module):
         """The user's query vector ``[B, d]``; ``last_item_vec`` is zeros for a user with no history."""
         return self.query_mlp(torch.cat([user_mem, last_item_vec], dim=-1))
 
-    def repeat_features(self, history: Tensor, n_items: int) -> Tensor:
-        """``[B, N, 2]`` recency-weighted and plain counts of each item in ``history`` ``[B, L]`` (-1 = empty)."""
+    def pair_features(self, history: Tensor, ages: Tensor, transitions: Tensor, n_items: int) -> Tensor:
+        """``[B, N, F]`` user–item features from the last L items ``history`` ``[B, L]`` (-1 = empty, most
+        recent first), their ages in seconds at scoring time ``ages`` ``[B, L]``, and the transition
+        features of each user's last item ``transitions`` ``[B, N, 2]``. Zero for unrelated items."""
         b, l = history.shape
-        valid = history >= 0
+        valid = (history >= 0).float()
         idx = history.clamp(min=0)
-        w = self.decay_weights[:l].expand(b, l) * valid
-        recency = torch.zeros((b, n_items), device=history.device).scatter_add_(1, idx, w)
-        count = torch.zeros((b, n_items), device=history.device).scatter_add_(1, idx, valid.float())
-        return torch.stack([recency, count], dim=-1)
+        w = self.decay_weights[:, :l].unsqueeze(0) * valid.unsqueeze(1)  # [B, n_decays, L]
+        feats = [torch.zeros((b, n_items), device=history.device).scatter_add_(1, idx, w[:, k]) for k in range(w.shape[1])]
+        count = torch.zeros((b, n_items), device=history.device).scatter_add_(1, idx, valid)
+        feats.append(torch.log1p(count))
+        # recency in time: 1 for "just now", falling with log(age); 0 for items not in the history
+        fresh = valid / (1 + torch.log1p(ages.clamp(min=0)) / 10)
+        feats.append(torch.zeros((b, n_items), device=history.device).scatter_reduce_(1, idx, fresh, "amax"))
+        return torch.cat([torch.stack(feats, dim=-1), transitions], dim=-1)
 
-    def scores(self, query: Tensor, item_vecs: Tensor, item_bias: Tensor, history: Tensor) -> Tensor:
-        """Scores ``[B, N]`` of every item for each query ``[B, d]``, given the users' histories ``[B, L]``."""
-        logits = query @ item_vecs.T + item_bias  # [B, N]
-        rep = self.repeat(torch.log1p(self.repeat_features(history, item_vecs.shape[0]))).squeeze(-1)
-        return logits + rep
+    def scores(
+        self,
+        query: Tensor,
+        item_vecs: Tensor,
+        item_bias: Tensor,
+        history: Tensor,
+        ages: Tensor,
+        transitions: Tensor,
+        trending: Tensor,
+    ) -> Tensor:
+        """Scores ``[B, N]`` of every item: queries ``[B, d]``, item vectors ``[N, d]``, biases ``[N]``,
+        histories and ages ``[B, L]``, transition features ``[B, N, 2]``, popularity ``[N, n_trending]``."""
+        n = item_vecs.shape[0]
+        x = self.pair_features(history, ages, transitions, n)  # [B, N, F]
+        g = self.pair_mlp(x).squeeze(-1) - self.pair_mlp(torch.zeros_like(x[:1, :1])).squeeze(-1)  # g(0) = 0
+        return query @ item_vecs.T + item_bias + g + self.trend(trending).squeeze(-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import logging
 import signal
 import sys
@@ -68,30 +69,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configs(path: Path | None):  # type: ignore[no-untyped-def]
+    """Training and online-learning hyper-parameters: defaults, overridden by a JSON file
+    ``{"train": {...}, "online": {...}}``."""
+    from engine.online import OnlineConfig
+    from engine.train import TrainConfig
+
+    raw = json.loads(Path(path).read_text()) if path else {}
+    return TrainConfig(**raw.get("train", {})), OnlineConfig(**raw.get("online", {}))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from engine.checkpoint import load_checkpoint
     from engine.data import read_csv
-    from engine.evaluation import evaluate_log
-    from streams.runtime import pick_device, resolve_checkpoint
+    from engine.evaluation import evaluate_stream
+    from engine.protocols import split_log
+    from engine.train import train
+    from streams.report import build_report, plot_over_time, write_report
+    from streams.runtime import pick_device
 
-    settings = _settings(checkpoint=args.checkpoint)
-    ckpt = load_checkpoint(resolve_checkpoint(settings), pick_device(settings.device))
+    train_cfg, online_cfg = _configs(args.config)
+    if args.epochs is not None:
+        train_cfg = replace(train_cfg, epochs=args.epochs)
+    if args.no_online:
+        online_cfg = replace(online_cfg, enabled=False)
     log = read_csv(args.data)
-    test_start = int(len(log) * args.test_from)
-    rep = evaluate_log(ckpt.model, ckpt.item_ids, log, test_start)
-    report = {
-        "model": rep.model,
-        "baselines": rep.baselines,
-        "model_version": ckpt.version,
-        "data": str(args.data),
-        "test_from_row": test_start,
-        "n_items": rep.n_items,
-        "timings": {"seconds": rep.seconds, "events_per_s": rep.events_per_s},
-    }
-    print(json.dumps(report, indent=2))
+    split = split_log(log, args.protocol)
+    timings: dict[str, float] = {}
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint, pick_device(_settings().device))
+        model, item_ids = ckpt.model, ckpt.item_ids
+    else:
+        print(f"training on the {split.train_end:,} {args.protocol} training rows of {args.data} ({train_cfg.epochs} epochs)", flush=True)
+        res = train(log.slice(0, split.train_end), train_cfg)
+        model, item_ids = res.model, res.item_ids
+        timings["train_s"] = res.seconds
+    rr = evaluate_stream(model, item_ids, log, split.train_end, online=online_cfg)
+    timings |= {"evaluate_s": rr.seconds, "events_per_s": rr.extra["events_per_s"]}
+    report = build_report(
+        rr, split, str(args.data), timings, {"train": asdict(train_cfg), "online": asdict(online_cfg)}
+    )
+    _print_table(report)
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2))
+        write_report(report, args.report)
+        png = args.report.with_suffix(".png")
+        plot_over_time(rr, split, png)
+        print(f"report: {args.report}, plot: {png}")
     return 0
+
+
+def _print_table(report: dict) -> None:  # type: ignore[type-arg]
+    rows = [("TIDE model", report["model"])] + list(report["baselines"].items())
+    print(f"\n{report['protocol']} protocol, test rows {report['model']['n']:,}, {report['n_items']:,} items")
+    print(f"{'method':<24} {'MRR':>7} {'R@10':>7} {'NDCG@10':>8} {'rep R@10':>9} {'new R@10':>9} {'val MRR':>8}")
+    val = {"TIDE model": report["validation"]["model"], **report["validation"]["baselines"]}
+    for name, m in rows:
+        print(
+            f"{name:<24} {m['mrr']:7.4f} {m['recall@10']:7.4f} {m['ndcg@10']:8.4f} "
+            f"{m['repeat']['recall@10']:9.4f} {m['first_time']['recall@10']:9.4f} {val[name]['mrr']:8.4f}"
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -145,11 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--out", type=Path, default=defaults.checkpoint_dir)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="stream a log through the fold offline and rank each next item")
-    e.add_argument("--data", type=Path, default=defaults.data)
-    e.add_argument("--checkpoint", type=Path, default=None)
-    e.add_argument("--test-from", type=float, default=0.9, help="rows from this share on are scored")
-    e.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    e = sub.add_parser(
+        "evaluate", help="train on a protocol's training split, stream the rest through the fold, rank every next item"
+    )
+    e.add_argument("--data", type=Path, default=defaults.data, help="CSV: user, item, timestamp (header optional)")
+    e.add_argument("--protocol", choices=["jodie", "tgb"], default="jodie")
+    e.add_argument("--checkpoint", type=Path, default=None, help="evaluate this checkpoint instead of training")
+    e.add_argument("--config", type=Path, default=None, help='JSON {"train": {...}, "online": {...}}')
+    e.add_argument("--epochs", type=int, default=None)
+    e.add_argument("--no-online", action="store_true", help="turn online learning off")
+    e.add_argument("--report", type=Path, default=None, help="write the JSON report here (and a PNG beside it)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("replay", help="produce a CSV log (user,item,timestamp) to the interactions topic")

@@ -29,7 +29,8 @@ import numpy as np
 
 from engine.checkpoint import save_checkpoint
 from engine.data import read_csv
-from engine.evaluation import RecencyFrequency, next_items, ranking_metrics
+from engine.baselines import RecencyFrequency
+from engine.evaluation import next_items, ranking_metrics
 from engine.train import TrainConfig, train
 from schemas import Recommendation
 from streams.broker import EmbeddedBroker, create_topics, free_port

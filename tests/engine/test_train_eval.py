@@ -4,11 +4,23 @@ import torch
 
 from engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.data import read_csv
-from engine.evaluation import Popularity, RecencyFrequency, evaluate_log, next_items, ranking_metrics
+from engine.baselines import LastItemTransitions, Popularity, RecencyFrequency
+from engine.evaluation import evaluate_stream, next_items, ranking_metrics, summarize
+from engine.online import OnlineConfig
 from engine.history import user_histories
 from engine.train import TrainConfig, train
 
 CFG = TrainConfig(epochs=2, batch_size=50, dim=16, history=5)
+
+
+def test_protocol_splits(log):
+    from engine.protocols import split_log
+
+    j = split_log(log, "jodie")
+    assert (j.train_end, j.val_end, j.n) == (480, 540, 600)
+    t = split_log(log, "tgb")
+    assert log.ts[t.train_end - 1] <= np.quantile(log.ts, 0.7) < log.ts[t.train_end]
+    assert t.part(0) == "train" and t.part(599) == "test"
 
 
 def test_training_is_deterministic_and_learns(log):
@@ -29,11 +41,16 @@ def test_checkpoint_rebuilds_its_model(log, tmp_path):
         assert torch.equal(v, ck.model.state_dict()[k])
 
 
-def test_evaluation_beats_popularity_on_repetitive_users(log):
+@pytest.mark.parametrize("online", [False, True])
+def test_evaluation_ranks_every_scored_row_and_beats_popularity(log, online):
     res = train(log, TrainConfig(epochs=3, batch_size=50, dim=16, history=5))
-    rep = evaluate_log(res.model, res.item_ids, log, test_start=400, batch_size=64)
-    assert rep.model["n"] == rep.baselines["recency_frequency"]["n"] > 100
-    assert rep.model["recall@10"] > rep.baselines["popularity"]["recall@10"]
+    rr = evaluate_stream(res.model, res.item_ids, log, 400, batch_size=64, online=OnlineConfig(enabled=online))
+    assert len(rr.rows) == 200 and all(not np.isnan(r).any() for r in rr.ranks.values())
+    assert set(rr.ranks) == {"model", "recency_frequency", "last_item_transitions", "popularity"}
+    s = summarize(rr, np.ones(200, bool))
+    assert s["model"]["repeat"]["n"] + s["model"]["first_time"]["n"] == 200
+    assert s["model"]["recall@10"] > s["popularity"]["recall@10"]
+    assert (rr.extra["online_steps"] > 0) == online
 
 
 def test_ranking_metrics_exact():
@@ -51,6 +68,11 @@ def test_recency_frequency_and_popularity_ranks():
     assert rf.rank("u", "c", 10) == 1
     assert rf.rank("u", "a", 10) == 2
     assert rf.rank("u", "z", 10) == 4 + 0.5 * 6
+    tr = LastItemTransitions()
+    for user, item in [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("b", "x"), ("c", "x")]:
+        tr.observe(user, item)
+    # x → y twice, y → x once; user c's last item is x
+    assert tr.rank("c", "y", 5) == 1 and tr.rank("c", "x", 5) == 2 + 0.5 * 3
     pop = Popularity()
     for item in ["a", "a", "b"]:
         pop.observe("u", item)
@@ -62,8 +84,9 @@ def test_next_items_and_histories():
     items = np.array(["a", "b", "c", "a"], dtype=object)
     nxt, idx = next_items(users.tolist(), items.tolist())
     assert nxt == ["c", None, "a", None] and idx.tolist() == [2, -1, 3, -1]
-    h = user_histories(np.array([0, 1, 0, 0]), np.array([5, 6, 7, 5]), 2)
+    h, ages = user_histories(np.array([0, 1, 0, 0]), np.array([5, 6, 7, 5]), 2, np.array([1.0, 2.0, 4.0, 9.0]))
     assert h.tolist() == [[-1, -1], [-1, -1], [5, -1], [7, 5]]
+    assert ages.tolist() == [[0, 0], [0, 0], [0, 0], [0, 3]]
 
 
 def test_read_csv_with_and_without_header(tmp_path):

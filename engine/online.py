@@ -1,0 +1,89 @@
+"""Online continual learning in the stream: score first, then learn.
+
+Every folded event is first a test case (its recommendation was computed from the state before it)
+and only then a training example: after a batch is folded, the learner takes a gradient step on
+"state just before the event → the event's item" for the batch's events. The recurrent memory cells
+are not updated online (their inputs are detached state); the query, pair-feature, popularity and
+item parameters are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from engine.items import ItemTable
+    from models.interest import InterestModel
+
+__all__ = ["Examples", "OnlineConfig", "OnlineLearner"]
+
+
+@dataclass
+class Examples:
+    user_mem: Tensor  # [E, d] memory before the event
+    history: Tensor  # [E, L] item rows before the event
+    ages: Tensor  # [E, L]
+    last_rows: np.ndarray  # [E]
+    targets: Tensor  # [E] the event's item row
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    enabled: bool = True
+    lr: float = 1e-3
+    every_batches: int = 1  # learn after every n-th batch
+    max_examples: int = 1024  # per step; the most recent are kept
+
+
+class OnlineLearner:
+    def __init__(self, model: "InterestModel", table: "ItemTable", cfg: OnlineConfig) -> None:
+        self.model = model
+        self.table = table
+        self.cfg = cfg
+        head = [p for n, p in model.named_parameters() if not n.startswith("memory.")]
+        self.opt = torch.optim.Adam(head, lr=cfg.lr)
+        self.steps = 0
+        self._batches = 0
+
+    def learn(self, ex: Examples) -> float | None:
+        self._batches += 1
+        if self._batches % self.cfg.every_batches:
+            return None
+        keep = slice(max(0, len(ex.targets) - self.cfg.max_examples), None)
+        model, table = self.model, self.table
+        n_model = model.cfg.n_items
+        targets = ex.targets[keep]
+        ok = targets < n_model  # items the model has parameters for (new items have none yet)
+        if not bool(ok.any()):
+            return None
+        model.train()
+        with torch.enable_grad():
+            static = model.item_static.weight
+            vectors = model.item_vectors(static, table.memory[:n_model])
+            hist = ex.history[keep][ok]
+            hist = torch.where(hist < n_model, hist, torch.full_like(hist, -1))
+            last_rows = ex.last_rows[keep][ok.cpu().numpy()]
+            last_rows = np.where(last_rows < n_model, last_rows, -1)
+            mem = ex.user_mem[keep][ok]
+            last_vec = torch.where(hist[:, :1] >= 0, vectors[hist[:, 0].clamp(min=0)], torch.zeros_like(mem))
+            q = model.query(mem, last_vec)
+            dev = mem.device
+            scores = model.scores(
+                q, vectors, model.item_bias, hist, ex.ages[keep][ok],
+                table.graph.transition_features(last_rows, n_model, dev), table.graph.trending(n_model, dev),
+            )
+            loss = F.cross_entropy(scores, targets[ok])
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            self.opt.step()
+        model.eval()
+        table.refresh_from_model()
+        self.steps += 1
+        return float(loss.detach())
