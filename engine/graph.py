@@ -19,6 +19,9 @@ __all__ = ["ItemGraph", "TRENDING_HORIZONS"]
 
 #: Popularity half-lives, in events: a short one that follows bursts and a long one that is stable.
 TRENDING_HORIZONS = (1_000.0, 100_000.0)
+#: Up to this many items the transition counts are also kept as a dense matrix, so a batch's rows are
+#: one gather instead of a Python walk over sparse rows (2,048² float32 = 16 MiB).
+DENSE_MAX_ITEMS = 2048
 
 
 class ItemGraph:
@@ -27,10 +30,20 @@ class ItemGraph:
         self.out_total: dict[int, float] = defaultdict(float)
         self._decay = np.array([0.5 ** (1.0 / h) for h in TRENDING_HORIZONS])
         self.trend = np.zeros((n_items, len(TRENDING_HORIZONS)))
+        self._dense: Tensor | None = torch.zeros(n_items, n_items) if n_items <= DENSE_MAX_ITEMS else None
 
     def grow(self, n_items: int) -> None:
         if n_items > len(self.trend):
             self.trend = np.vstack([self.trend, np.zeros((n_items - len(self.trend), self.trend.shape[1]))])
+        if self._dense is not None and n_items > self._dense.shape[0]:
+            if n_items > DENSE_MAX_ITEMS:
+                self._dense = None
+            else:
+                cap = min(DENSE_MAX_ITEMS, max(n_items, 2 * self._dense.shape[0]))
+                grown = torch.zeros(cap, cap)
+                k = self._dense.shape[0]
+                grown[:k, :k] = self._dense
+                self._dense = grown
 
     def observe(self, prev_rows: np.ndarray, rows: np.ndarray) -> list[int]:
         """Fold a batch of events (item rows, and each user's previous item row or -1), in order.
@@ -40,6 +53,11 @@ class ItemGraph:
         # within the batch, later events decay earlier ones by the events between them
         ages = len(rows) - 1 - np.arange(len(rows))
         np.add.at(self.trend, rows, self._decay[None, :] ** ages[:, None])
+        if self._dense is not None:
+            has = prev_rows >= 0
+            self._dense.index_put_(
+                (torch.from_numpy(prev_rows[has]), torch.from_numpy(rows[has])), torch.ones(int(has.sum())), accumulate=True
+            )
         changed = []
         for j, i in zip(prev_rows.tolist(), rows.tolist()):
             if j >= 0:
@@ -52,12 +70,18 @@ class ItemGraph:
     def transition_features(self, last_rows: np.ndarray, n_items: int, device: torch.device) -> Tensor:
         """``[B, N, 2]``: log(1 + count) and share of j → i among j's transitions, for each user's last item j."""
         b = len(last_rows)
+        if self._dense is not None and n_items <= self._dense.shape[0]:
+            r = torch.from_numpy(last_rows)
+            counts = self._dense[r.clamp(min=0), :n_items] * (r >= 0).unsqueeze(1)  # [B, N]
+            total = counts.sum(1, keepdim=True).clamp(min=1)
+            return torch.stack([torch.log1p(counts), counts / total], dim=-1).to(device)
         out = torch.zeros((b, n_items, 2), device=device)
         idx_b, idx_i, vals, shares = [], [], [], []
         for k, j in enumerate(last_rows.tolist()):
             row = self.out.get(j) if j >= 0 else None
             if row:
                 total = self.out_total[j]
+                row = {i: c for i, c in row.items() if i < n_items}
                 idx_b.extend([k] * len(row))
                 idx_i.extend(row.keys())
                 counts = list(row.values())
@@ -96,3 +120,8 @@ class ItemGraph:
             pos += ln
         self.out[j] = row
         self.out_total[j] = math.fsum(row.values())
+        if row:
+            self.grow(max(j, *row) + 1)
+        if self._dense is not None:
+            for i, c in row.items():
+                self._dense[j, i] = c

@@ -38,6 +38,8 @@ class TrainConfig:
     seed: int = 0
     dim: int = 64
     history: int = 32
+    use_memory: bool = True
+    use_item_bias: bool = True
 
 
 @dataclass
@@ -74,7 +76,8 @@ def train(
     hist_np, ages_np = user_histories(users, items, cfg.history, log.ts)
     hist, ages = torch.from_numpy(hist_np), torch.from_numpy(ages_np)  # [E, L]
     n_users, n_items, n = len(user_index), len(item_ids), len(log)
-    model = InterestModel(InterestConfig(n_items=n_items, dim=cfg.dim, history=cfg.history))
+    model = InterestModel(InterestConfig(n_items=n_items, dim=cfg.dim, history=cfg.history, use_memory=cfg.use_memory, use_item_bias=cfg.use_item_bias
+    ))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ts = torch.from_numpy(log.ts).float()
     etypes = torch.from_numpy(log.event_types)

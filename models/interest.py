@@ -45,6 +45,8 @@ class InterestConfig:
     decays: tuple[float, ...] = (0.5, 0.9)
     feature_hidden: int = 32
     n_trending: int = 2
+    use_memory: bool = True  # ablation switch: the q·v term of memory and static item vectors
+    use_item_bias: bool = True  # a static per-item bias (popularity in the training period)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,5 +120,11 @@ class InterestModel(nn.Module):
         histories and ages ``[B, L]``, transition features ``[B, N, 2]``, popularity ``[N, n_trending]``."""
         n = item_vecs.shape[0]
         x = self.pair_features(history, ages, transitions, n)  # [B, N, F]
-        g = self.pair_mlp(x).squeeze(-1) - self.pair_mlp(torch.zeros_like(x[:1, :1])).squeeze(-1)  # g(0) = 0
-        return query @ item_vecs.T + item_bias + g + self.trend(trending).squeeze(-1)
+        # Most (user, item) pairs are unrelated (x = 0): run the MLP on the related ones only; g(0) = 0.
+        related = x.abs().sum(-1) > 0  # [B, N]
+        g = torch.zeros(related.shape, device=x.device, dtype=x.dtype)
+        g[related] = (self.pair_mlp(x[related]) - self.pair_mlp(torch.zeros_like(x[:1, 0]))).squeeze(-1)
+        out = g + self.trend(trending).squeeze(-1)
+        if self.cfg.use_item_bias:
+            out = out + item_bias
+        return out + query @ item_vecs.T if self.cfg.use_memory else out.expand(query.shape[0], -1)

@@ -47,6 +47,7 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
         broker_heartbeat_interval=max(0.5, settings.session_timeout_ms / 6000),
         datadir=str(settings.state_dir / "faust"),
         topic_allow_declare=True,
+        topic_disable_leader=True,  # no leader-only tasks: skip the assignor leader topic
     )
     _declare_topics(app, settings)
 
@@ -132,7 +133,11 @@ def run_worker(settings: Settings) -> int:
     registry = CollectorRegistry()
     app, _ = build_app(settings, engine, registry)
     try:
-        faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
+        fworker = faust.Worker(
+            app, loglevel=settings.log_level, quiet=True, override_logging=False, redirect_stdouts=False
+        )
+        fworker.spinner = None  # no terminal spinner in logs
+        fworker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:

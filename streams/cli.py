@@ -58,13 +58,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from engine.data import read_csv
     from engine.train import TrainConfig, train
 
-    settings = _settings(checkpoint_dir=args.out)
-    log = read_csv(args.data)
+    settings = _settings(checkpoint_dir=args.out, bootstrap_servers=args.bootstrap)
+    if args.topic:
+        from streams.topic_log import read_topic
+
+        log = read_topic(settings, args.topic)
+        source = f"topic {args.topic}"
+    else:
+        log = read_csv(args.data)
+        source = str(args.data)
     n = int(len(log) * args.fraction)
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed)
-    print(f"training on {n:,} of {len(log):,} interactions from {args.data} ({cfg.epochs} epochs)", flush=True)
+    cfg, _ = _configs(args.config)
+    cfg = replace(cfg, seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {}))
+    print(f"training on {n:,} of {len(log):,} interactions from {source} ({cfg.epochs} epochs)", flush=True)
     res = train(log.slice(0, n), cfg)
-    path = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg) | {"data": str(args.data)})
+    path = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg) | {"data": source})
     print(f"checkpoint {path} (loss per epoch {[round(x, 4) for x in res.losses]}, {res.seconds:.1f}s)")
     return 0
 
@@ -176,9 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tp.set_defaults(func=cmd_topics)
 
     t = sub.add_parser("train", help="train a model on the first part of a log and write a checkpoint")
-    t.add_argument("--data", type=Path, default=defaults.data)
+    t.add_argument("--data", type=Path, default=defaults.data, help="CSV: user, item, timestamp (header optional)")
+    t.add_argument("--topic", default=None, help="train on this interactions topic instead of a CSV")
+    t.add_argument("--bootstrap", default=None)
     t.add_argument("--fraction", type=float, default=defaults.train_fraction, help="leading share of rows to train on")
-    t.add_argument("--epochs", type=int, default=defaults.epochs)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--config", type=Path, default=None, help='JSON {"train": {...}}')
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, default=defaults.checkpoint_dir)
     t.set_defaults(func=cmd_train)
@@ -210,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     d = sub.add_parser("demo", help="broker, train, replay, worker and a report, all on embedded defaults")
     d.add_argument("--data", type=Path, default=defaults.data)
-    d.add_argument("--epochs", type=int, default=defaults.epochs)
+    d.add_argument("--epochs", type=int, default=3)
     d.add_argument("--rate", type=float, default=2000.0, help="offered events/s for the latency phase")
     d.add_argument("--workdir", type=Path, default=Path(".tide/demo"))
     d.set_defaults(func=cmd_demo)

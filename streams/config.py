@@ -62,10 +62,14 @@ class Settings(BaseSettings):
     item_vector_interval_ms: int = 1000  # changed item vectors are published at most this often
     log_level: str = "INFO"
 
+    # Online continual learning in the worker (score first, then learn)
+    online_learning: bool = True
+    online_lr: float = 1e-3
+    online_every_batches: int = 1
+
     # Data and training
     data: Path = Path("../shared/data/wikipedia.csv")
     train_fraction: float = 0.8
-    epochs: int = 3
 
     def librdkafka(self, **extra: Any) -> dict[str, Any]:
         """Client configuration for confluent-kafka, common to producers, consumers and admin."""

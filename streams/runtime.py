@@ -11,6 +11,7 @@ import torch
 from engine.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from engine.fold import UserStage
 from engine.items import ItemStage, ItemTable
+from engine.online import OnlineConfig, OnlineLearner
 from engine.state import RocksDBStateStore
 from streams.config import Settings
 
@@ -41,6 +42,7 @@ class Engine:
     items: ItemStage
     store: RocksDBStateStore
     device: torch.device
+    learner: OnlineLearner | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -58,4 +60,8 @@ def load_engine(settings: Settings) -> Engine:
         ckpt.model, table, store, model_version=ckpt.version, input_topic=settings.topics.interactions,
         top_k=settings.top_k,
     )
-    return Engine(ckpt, user_stage, item_stage, store, device)
+    learner = None
+    if settings.online_learning:
+        cfg = OnlineConfig(enabled=True, lr=settings.online_lr, every_batches=settings.online_every_batches)
+        learner = OnlineLearner(ckpt.model, table, cfg)
+    return Engine(ckpt, user_stage, item_stage, store, device, learner)

@@ -132,7 +132,7 @@ class Worker:
 
     def _fold(self, events: list[SourcedEvent]) -> None:
         eng = self.engine
-        result = eng.users.fold(events)
+        result = eng.users.fold(events, collect_examples=eng.learner is not None)
         self.stats.skipped += result.n_skipped
         if result.n_skipped:
             self.hooks.on_skipped(result.n_skipped)
@@ -149,6 +149,8 @@ class Worker:
         self._producer.flush()
         eng.users.commit(result)
         now = time.time()
+        if eng.learner is not None and result.examples is not None:
+            eng.learner.learn(result.examples)  # after the batch's recommendations are out
         self.stats.folded += result.n_folded
         self.stats.recommendations += len(result.recommendations)
         self.hooks.on_batch(result.n_folded, result.fold_seconds)

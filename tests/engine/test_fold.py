@@ -104,3 +104,26 @@ def test_ranks_with_targets(model, item_ids, log):
     res = users.fold(events, targets=targets)
     assert np.isnan(res.ranks[::2]).all()
     assert ((res.ranks[1::2] >= 1) & (res.ranks[1::2] <= 30)).all()
+
+
+def test_item_graph_dense_and_sparse_paths_agree():
+    from engine import graph as g
+
+    prev = np.array([-1, 0, 1, 0, 2, 0])
+    rows = np.array([0, 1, 0, 1, 3, 2])
+    dense = g.ItemGraph(4)
+    dense.observe(prev, rows)
+    sparse = g.ItemGraph(4)
+    sparse._dense = None
+    sparse.observe(prev, rows)
+    last = np.array([0, 2, -1])
+    a = dense.transition_features(last, 4, torch.device("cpu"))
+    b = sparse.transition_features(last, 4, torch.device("cpu"))
+    assert torch.allclose(a, b)
+    assert torch.allclose(a[0, :, 1], torch.tensor([0.0, 2 / 3, 1 / 3, 0.0]))
+    assert a[2].abs().sum() == 0
+    # a restored row matches
+    restored = g.ItemGraph(4)
+    ids = ["a", "b", "c", "d"]
+    restored.decode_row(0, dense.encode_row(0, ids), ids.index)
+    assert torch.allclose(restored.transition_features(np.array([0]), 4, torch.device("cpu")), a[:1])
