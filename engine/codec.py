@@ -1,11 +1,15 @@
 """Compact binary encodings of user and item state (never JSON), each led by a format version byte.
 
-User state, format 1 (little endian)::
+User state, format 2 (little endian)::
 
-    u8 version | u8 dim_code | u16 dim | u16 n_hist | i32 partition | i64 offset | f64 last_t
+    u8 version | u8 n_decays | u16 dim | u16 n_hist | i32 partition | i64 offset | f64 last_t
+    | u32 n_events | u16 n_profile
     | u8 len + model version (utf-8)
     | f32[dim] memory | f32[dim] slow summary
     | n_hist × (f64 time, u8 event type, u8 len + item id utf-8)      (most recent first)
+    | n_profile × (u32 last_n, u16 count, f32 last use as seconds before last_t, f32[n_decays] acc, u8 len + item id)
+
+The profile (engine/profile.py) holds the distinct items the user used recently.
 
 The history ring stores item ids, not in-process row numbers, so state stays valid when its
 partition moves to another worker.
@@ -20,10 +24,11 @@ import numpy as np
 
 __all__ = ["ItemState", "StateFormatError", "UserState", "decode_item", "decode_user", "encode_item", "encode_user"]
 
-USER_FORMAT = 1
+USER_FORMAT = 2
 ITEM_FORMAT = 1
-_USER_HEAD = struct.Struct("<BBHHiqd")
+_USER_HEAD = struct.Struct("<BBHHiqdIH")
 _HIST = struct.Struct("<dB")
+_PROF = struct.Struct("<IHf")
 _ITEM_HEAD = struct.Struct("<BHdq")
 
 
@@ -42,6 +47,12 @@ class UserState:
     hist_items: list[str] = field(default_factory=list)  # most recent first
     hist_times: list[float] = field(default_factory=list)
     hist_types: list[int] = field(default_factory=list)
+    n_events: int = 0
+    prof_items: list[str] = field(default_factory=list)  # most recently used first
+    prof_last_n: list[int] = field(default_factory=list)
+    prof_count: list[int] = field(default_factory=list)
+    prof_last_t: list[float] = field(default_factory=list)
+    prof_acc: list[list[float]] = field(default_factory=list)
 
     @classmethod
     def empty(cls, dim: int) -> UserState:
@@ -57,8 +68,12 @@ def _short(s: str) -> bytes:
 
 def encode_user(s: UserState) -> bytes:
     dim = s.memory.shape[0]
+    n_decays = len(s.prof_acc[0]) if s.prof_acc else 0
     parts = [
-        _USER_HEAD.pack(USER_FORMAT, 0, dim, len(s.hist_items), s.partition, s.offset, s.last_t),
+        _USER_HEAD.pack(
+            USER_FORMAT, n_decays, dim, len(s.hist_items), s.partition, s.offset, s.last_t, s.n_events,
+            len(s.prof_items),
+        ),
         _short(s.model_version),
         np.ascontiguousarray(s.memory, dtype="<f4").tobytes(),
         np.ascontiguousarray(s.summary, dtype="<f4").tobytes(),
@@ -66,13 +81,18 @@ def encode_user(s: UserState) -> bytes:
     for item, t, e in zip(s.hist_items, s.hist_times, s.hist_types):
         parts.append(_HIST.pack(t, e))
         parts.append(_short(item))
+    ref = s.last_t  # profile times are stored as ages relative to the user's last event
+    for item, ln, c, t, acc in zip(s.prof_items, s.prof_last_n, s.prof_count, s.prof_last_t, s.prof_acc):
+        parts.append(_PROF.pack(ln, min(c, 65535), ref - t))
+        parts.append(struct.pack(f"<{n_decays}f", *acc))
+        parts.append(_short(item))
     return b"".join(parts)
 
 
 def decode_user(b: bytes) -> UserState:
     if not b or b[0] != USER_FORMAT:
         raise StateFormatError(f"unknown user state format {b[:1]!r}")
-    _, _, dim, n_hist, partition, offset, last_t = _USER_HEAD.unpack_from(b, 0)
+    _, n_decays, dim, n_hist, partition, offset, last_t, n_events, n_prof = _USER_HEAD.unpack_from(b, 0)
     pos = _USER_HEAD.size
     n = b[pos]
     model_version = b[pos + 1 : pos + 1 + n].decode("utf-8")
@@ -92,7 +112,22 @@ def decode_user(b: bytes) -> UserState:
         pos += 1 + n
         times.append(t)
         types.append(e)
-    return UserState(memory, summary, last_t, partition, offset, model_version, items, times, types)
+    st = UserState(memory, summary, last_t, partition, offset, model_version, items, times, types, n_events)
+    acc_fmt = struct.Struct(f"<{n_decays}f")
+    for _ in range(n_prof):
+        ln, c, age = _PROF.unpack_from(b, pos)
+        pos += _PROF.size
+        acc = list(acc_fmt.unpack_from(b, pos))
+        pos += acc_fmt.size
+        n = b[pos]
+        st.prof_items.append(b[pos + 1 : pos + 1 + n].decode("utf-8"))
+        pos += 1 + n
+        st.prof_last_n.append(ln)
+        st.prof_count.append(c)
+        st.prof_acc.append(acc)
+        st.prof_last_t.append(-float(age))  # made absolute below, once the newest is known
+    st.prof_last_t = [last_t + t for t in st.prof_last_t]
+    return st
 
 
 @dataclass

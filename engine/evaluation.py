@@ -130,6 +130,7 @@ def evaluate_stream(
             seen_pairs.add(pair)
         if res.item_updates is not None:
             item_stage.fold(res.item_updates)
+        stage.commit(res)
         if learner is not None and res.examples is not None:
             learner.learn(res.examples)
     seconds = time.perf_counter() - start

@@ -24,6 +24,7 @@ from torch import Tensor
 from engine.codec import UserState, decode_user, encode_user
 from engine.items import ItemTable, ItemUpdates
 from engine.online import Examples
+from engine.profile import profile_arrays, update_profile
 from engine.rounds import occurrence_rounds
 from engine.state import StateStore, _Batch, new_transaction
 from models.interest import InterestModel
@@ -33,6 +34,7 @@ __all__ = ["FoldResult", "SourcedEvent", "UserStage", "rank_of", "user_partition
 
 logger = logging.getLogger(__name__)
 
+HISTORY = 16  # the last events kept in order (last item, and the sequence of recent events)
 SUMMARY_RATE = 0.02  # slow interest summary: an exponential average over roughly the last 50 events
 
 
@@ -89,7 +91,8 @@ class UserStage:
         self.model_version = model_version
         self.input_topic = input_topic
         self.top_k = top_k
-        self.history = model.cfg.history
+        self.history = HISTORY
+        self.profile_items = model.cfg.profile_items
         self.dim = model.cfg.dim
 
     def _read_states(self, events: Sequence[SourcedEvent]) -> dict[tuple[int, str], UserState]:
@@ -136,7 +139,7 @@ class UserStage:
         weights = np.array([e.event.weight for e in ev], np.float32)
         user_before = torch.empty(len(ev), self.dim, device=dev)
         prev_rows = np.full(len(ev), -1, np.int64)
-        hist_before: list[tuple[list[str], list[float]]] = []
+        ctx_before: list[tuple[np.ndarray, np.ndarray]] = []  # per event in round order: profile before it
         vectors = self.items.vectors()
         target_rows = (
             # -1: a target never seen (ranked last); -2: no target (not ranked)
@@ -164,7 +167,8 @@ class UserStage:
                 if st.hist_items:
                     prev_rows[k] = self.items.row(st.hist_items[0])
                 if collect_examples:
-                    hist_before.append((list(st.hist_items), list(st.hist_times)))
+                    ctx_before.append(profile_arrays([st], self.items.rows, self.profile_items))
+                update_profile(st, e.item_id, e.timestamp, self.profile_items)
                 st.hist_items.insert(0, e.item_id)
                 st.hist_times.insert(0, e.timestamp)
                 st.hist_types.insert(0, int(etypes[k]))
@@ -221,17 +225,16 @@ class UserStage:
 
         examples = None
         if collect_examples:
-            order = np.concatenate(occurrence_rounds(slots))  # hist_before was filled in round order
-            ctx = self._context([UserState(np.empty(0, np.float32), np.empty(0, np.float32), hist_items=h, hist_times=t)
-                                 for h, t in hist_before])
+            order = np.concatenate(occurrence_rounds(slots))  # ctx_before was filled in round order
             inv = np.empty_like(order)
             inv[order] = np.arange(len(order))
-            inv_t = torch.from_numpy(inv).to(dev)
+            rows_b = np.concatenate([r for r, _ in ctx_before])[inv]
+            feats_b = np.concatenate([f for _, f in ctx_before])[inv]
             examples = Examples(
                 user_mem=user_before,
-                history=ctx[0][inv_t],
-                ages=ctx[1][inv_t],
-                last_rows=ctx[2][inv],
+                prof_rows=torch.from_numpy(rows_b).to(dev),
+                prof_feats=torch.from_numpy(feats_b).to(dev),
+                last_rows=prev_rows.copy(),
                 targets=torch.from_numpy(item_rows).to(dev),
             )
         updates = ItemUpdates(
@@ -250,28 +253,25 @@ class UserStage:
         )
 
     def _context(self, states: Sequence[UserState]) -> tuple[Tensor, Tensor, np.ndarray]:
-        """Histories as item rows ``[B, L]`` (-1 = empty), their ages ``[B, L]`` in seconds relative
-        to each user's latest event, and each user's last item row ``[B]`` (-1 = none)."""
-        items = self.items
-        hist = np.full((len(states), self.history), -1, np.int64)
-        ages = np.zeros((len(states), self.history), np.float32)
-        for b, st in enumerate(states):
-            n = min(len(st.hist_items), self.history)
-            if n:
-                hist[b, :n] = items.rows(st.hist_items[:n])
-                ages[b, :n] = st.hist_times[0] - np.asarray(st.hist_times[:n])
-        dev = items.device
-        return torch.from_numpy(hist).to(dev), torch.from_numpy(ages).to(dev), hist[:, 0].copy()
+        """Profiles as item rows ``[B, M]`` (-1 = empty) and features ``[B, M, Fp]``, and each user's
+        last item row ``[B]`` (-1 = none)."""
+        rows, feats = profile_arrays(states, self.items.rows, self.profile_items)
+        last = np.array([self.items.row(st.hist_items[0]) if st.hist_items else -1 for st in states], np.int64)
+        dev = self.items.device
+        return torch.from_numpy(rows).to(dev), torch.from_numpy(feats).to(dev), last
 
-    def score_context(self, mem: Tensor, hist: Tensor, ages: Tensor, last_rows: np.ndarray) -> Tensor:
+    def score_context(self, mem: Tensor, prof_rows: Tensor, prof_feats: Tensor, last_rows: np.ndarray) -> Tensor:
         """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and this context."""
         items = self.items
         vectors = items.vectors()
         n = vectors.shape[0]
-        last_vec = torch.where(hist[:, :1] >= 0, vectors[hist[:, 0].clamp(min=0)], torch.zeros_like(mem))
+        last = torch.from_numpy(last_rows).to(items.device)
+        last_vec = torch.where((last >= 0).unsqueeze(1), vectors[last.clamp(min=0)], torch.zeros_like(mem))
         q = self.model.query(mem, last_vec)
         transitions = items.graph.transition_features(last_rows, n, items.device)
-        return self.model.scores(q, vectors, items.bias, hist, ages, transitions, items.graph.trending(n, items.device))
+        return self.model.scores(
+            q, vectors, items.bias, prof_rows, prof_feats, transitions, items.graph.trending(n, items.device)
+        )
 
     def _scores(self, mem: Tensor, states: Sequence[UserState]) -> Tensor:
         return self.score_context(mem, *self._context(states))

@@ -27,9 +27,9 @@ __all__ = ["Examples", "OnlineConfig", "OnlineLearner"]
 @dataclass
 class Examples:
     user_mem: Tensor  # [E, d] memory before the event
-    history: Tensor  # [E, L] item rows before the event
-    ages: Tensor  # [E, L]
-    last_rows: np.ndarray  # [E]
+    prof_rows: Tensor  # [E, M] the user's profile items before the event
+    prof_feats: Tensor  # [E, M, Fp]
+    last_rows: np.ndarray  # [E] the user's last item before the event (-1 = none)
     targets: Tensor  # [E] the event's item row
 
 
@@ -66,16 +66,19 @@ class OnlineLearner:
         with torch.enable_grad():
             static = model.item_static.weight
             vectors = model.item_vectors(static, table.memory[:n_model])
-            hist = ex.history[keep][ok]
-            hist = torch.where(hist < n_model, hist, torch.full_like(hist, -1))
+            prof = ex.prof_rows[keep][ok]
+            known = (prof >= 0) & (prof < n_model)
+            prof = torch.where(known, prof, torch.full_like(prof, -1))
+            feats = ex.prof_feats[keep][ok] * known.unsqueeze(-1)
             last_rows = ex.last_rows[keep][ok.cpu().numpy()]
             last_rows = np.where(last_rows < n_model, last_rows, -1)
             mem = ex.user_mem[keep][ok]
-            last_vec = torch.where(hist[:, :1] >= 0, vectors[hist[:, 0].clamp(min=0)], torch.zeros_like(mem))
+            last = torch.from_numpy(last_rows).to(mem.device)
+            last_vec = torch.where((last >= 0).unsqueeze(1), vectors[last.clamp(min=0)], torch.zeros_like(mem))
             q = model.query(mem, last_vec)
             dev = mem.device
             scores = model.scores(
-                q, vectors, model.item_bias, hist, ex.ages[keep][ok],
+                q, vectors, model.item_bias, prof, feats,
                 table.graph.transition_features(last_rows, n_model, dev), table.graph.trending(n_model, dev),
             )
             loss = F.cross_entropy(scores, targets[ok])

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from engine.data import InteractionLog
 from engine.graph import ItemGraph
-from engine.history import user_histories
+from engine.profile import profile_snapshots
 from models.interest import InterestConfig, InterestModel
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -37,7 +37,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     seed: int = 0
     dim: int = 64
-    history: int = 32
+    profile_items: int = 48
     use_memory: bool = True
     use_item_bias: bool = True
 
@@ -73,11 +73,16 @@ def train(
     user_index: dict[str, int] = {}
     users = np.array([user_index.setdefault(u, len(user_index)) for u in log.users], np.int64)
     items = np.array([item_index[i] for i in log.items], np.int64)
-    hist_np, ages_np = user_histories(users, items, cfg.history, log.ts)
-    hist, ages = torch.from_numpy(hist_np), torch.from_numpy(ages_np)  # [E, L]
+    prof_rows_np, prof_feats_np, last_np = profile_snapshots(users, items, log.ts, cfg.profile_items)
+    prof_rows = torch.from_numpy(prof_rows_np).long()  # [E, M]
+    prof_feats = torch.from_numpy(prof_feats_np)  # [E, M, F]
     n_users, n_items, n = len(user_index), len(item_ids), len(log)
-    model = InterestModel(InterestConfig(n_items=n_items, dim=cfg.dim, history=cfg.history, use_memory=cfg.use_memory, use_item_bias=cfg.use_item_bias
-    ))
+    model = InterestModel(
+        InterestConfig(
+            n_items=n_items, dim=cfg.dim, profile_items=cfg.profile_items, use_memory=cfg.use_memory,
+            use_item_bias=cfg.use_item_bias,
+        )
+    )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ts = torch.from_numpy(log.ts).float()
     etypes = torch.from_numpy(log.event_types)
@@ -112,12 +117,12 @@ def train(
                 i_all = item_mem.index_put((ir,), new_i)
                 vectors = model.item_vectors(model.item_static.weight, i_all)
             cu = torch.from_numpy(users[cur])
-            h = hist[cur]
-            last_vec = torch.where(h[:, :1] >= 0, vectors[h[:, 0].clamp(min=0)], torch.zeros(len(cur), cfg.dim))
+            last = torch.from_numpy(last_np[cur])
+            last_vec = torch.where((last >= 0).unsqueeze(1), vectors[last.clamp(min=0)], torch.zeros(len(cur), cfg.dim))
             q = model.query(u_all[cu], last_vec)
             scores = model.scores(
-                q, vectors, model.item_bias, h, ages[cur],
-                graph.transition_features(hist_np[cur, 0], n_items, torch.device("cpu")),
+                q, vectors, model.item_bias, prof_rows[cur], prof_feats[cur],
+                graph.transition_features(last_np[cur], n_items, torch.device("cpu")),
                 graph.trending(n_items, torch.device("cpu")),
             )
             loss = F.cross_entropy(scores, torch.from_numpy(items[cur]))
@@ -131,7 +136,7 @@ def train(
                     item_mem[ir] = new_i.detach()
                     user_t[ur] = ts[pu]
                     item_t[ir] = ts[pi]
-            graph.observe(hist_np[cur, 0], items[cur])
+            graph.observe(last_np[cur], items[cur])
             pending = cur
             total += loss.item() * len(cur)
             count += len(cur)

@@ -13,9 +13,10 @@ and learned weights on the item's global popularity:
 
 .. math::  score(u, i) = q_u \\cdot v_i + b_i + g(x_{ui}) + w^\\top p_i
 
-where x_ui holds recency-weighted counts of i in the user's last L items for each decay γ
-(Σ_k γ^k [h_k = i]), the plain count, how recently in time the user last used i, and the
-transition from the user's last item to i (log count and share of the last item's transitions);
+where x_ui holds the user's profile features of item i (recency-weighted counts Σ γ^(events ago)
+for each decay γ, the count, how recently in time and in distinct items the user last used i; see
+engine/profile.py) and the transition from the user's last item to i (log count and share of the
+last item's transitions);
 g is a small MLP with g(0) = 0, and p_i is log decayed popularity at two horizons. On real logs most
 interactions return to an item the user already used, and the strongest simple baselines are
 exactly these statistics; the model learns how to weigh them against the memory.
@@ -41,8 +42,8 @@ class InterestConfig:
     time_dim: int = 16
     n_event_types: int = 8
     event_dim: int = 8
-    history: int = 32
-    decays: tuple[float, ...] = (0.5, 0.9)
+    profile_items: int = 48  # distinct items per user profile (M)
+    n_profile_features: int = 5
     feature_hidden: int = 32
     n_trending: int = 2
     use_memory: bool = True  # ablation switch: the q·v term of memory and static item vectors
@@ -53,8 +54,6 @@ class InterestConfig:
 
 
 class InterestModel(nn.Module):
-    decay_weights: Tensor  # [n_decays, L] buffer: decay ** k
-
     def __init__(self, cfg: InterestConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -65,11 +64,9 @@ class InterestModel(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(cfg.n_items))
         self.mem_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.query_mlp = nn.Sequential(nn.Linear(2 * cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
-        n_feat = len(cfg.decays) + 4
+        n_feat = cfg.n_profile_features + 2
         self.pair_mlp = nn.Sequential(nn.Linear(n_feat, cfg.feature_hidden), nn.GELU(), nn.Linear(cfg.feature_hidden, 1))
         self.trend = nn.Linear(cfg.n_trending, 1, bias=False)
-        decay = torch.tensor(cfg.decays, dtype=torch.float32)[:, None] ** torch.arange(cfg.history, dtype=torch.float32)
-        self.register_buffer("decay_weights", decay, persistent=False)  # [n_decays, L]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -90,36 +87,30 @@ class InterestModel(nn.Module):
         """The user's query vector ``[B, d]``; ``last_item_vec`` is zeros for a user with no history."""
         return self.query_mlp(torch.cat([user_mem, last_item_vec], dim=-1))
 
-    def pair_features(self, history: Tensor, ages: Tensor, transitions: Tensor, n_items: int) -> Tensor:
-        """``[B, N, F]`` user–item features from the last L items ``history`` ``[B, L]`` (-1 = empty, most
-        recent first), their ages in seconds at scoring time ``ages`` ``[B, L]``, and the transition
-        features of each user's last item ``transitions`` ``[B, N, 2]``. Zero for unrelated items."""
-        b, l = history.shape
-        valid = (history >= 0).float()
-        idx = history.clamp(min=0)
-        w = self.decay_weights[:, :l].unsqueeze(0) * valid.unsqueeze(1)  # [B, n_decays, L]
-        feats = [torch.zeros((b, n_items), device=history.device).scatter_add_(1, idx, w[:, k]) for k in range(w.shape[1])]
-        count = torch.zeros((b, n_items), device=history.device).scatter_add_(1, idx, valid)
-        feats.append(torch.log1p(count))
-        # recency in time: 1 for "just now", falling with log(age); 0 for items not in the history
-        fresh = valid / (1 + torch.log1p(ages.clamp(min=0)) / 10)
-        feats.append(torch.zeros((b, n_items), device=history.device).scatter_reduce_(1, idx, fresh, "amax"))
-        return torch.cat([torch.stack(feats, dim=-1), transitions], dim=-1)
+    def pair_features(self, prof_rows: Tensor, prof_feats: Tensor, transitions: Tensor, n_items: int) -> Tensor:
+        """``[B, N, F]`` user–item features: the profile features ``[B, M, Fp]`` of each user's profile
+        items ``[B, M]`` (-1 = empty) spread over all items, then the transition features ``[B, N, 2]``
+        of each user's last item. Zero for unrelated items."""
+        b, m, f = prof_feats.shape
+        valid = (prof_rows >= 0).unsqueeze(-1)
+        idx = prof_rows.clamp(min=0).unsqueeze(-1).expand(b, m, f)
+        x = torch.zeros((b, n_items, f), device=prof_feats.device).scatter_add_(1, idx, prof_feats * valid)
+        return torch.cat([x, transitions], dim=-1)
 
     def scores(
         self,
         query: Tensor,
         item_vecs: Tensor,
         item_bias: Tensor,
-        history: Tensor,
-        ages: Tensor,
+        prof_rows: Tensor,
+        prof_feats: Tensor,
         transitions: Tensor,
         trending: Tensor,
     ) -> Tensor:
         """Scores ``[B, N]`` of every item: queries ``[B, d]``, item vectors ``[N, d]``, biases ``[N]``,
-        histories and ages ``[B, L]``, transition features ``[B, N, 2]``, popularity ``[N, n_trending]``."""
+        profiles ``[B, M]`` and ``[B, M, Fp]``, transition features ``[B, N, 2]``, popularity ``[N, n_trending]``."""
         n = item_vecs.shape[0]
-        x = self.pair_features(history, ages, transitions, n)  # [B, N, F]
+        x = self.pair_features(prof_rows, prof_feats, transitions, n)  # [B, N, F]
         # Most (user, item) pairs are unrelated (x = 0): run the MLP on the related ones only; g(0) = 0.
         related = x.abs().sum(-1) > 0  # [B, N]
         g = torch.zeros(related.shape, device=x.device, dtype=x.dtype)
