@@ -5,9 +5,10 @@ User state, format 2 (little endian)::
     u8 version | u8 n_decays | u16 dim | u16 n_hist | i32 partition | i64 offset | f64 last_t
     | u32 n_events | u16 n_profile
     | u8 len + model version (utf-8)
-    | f32[dim] memory | f32[dim] slow summary
-    | n_hist × (f64 time, u8 event type, u8 len + item id utf-8)      (most recent first)
+    | f32[dim] memory | f16[dim] slow summary
     | n_profile × (u32 last_n, u16 count, f32 last use as seconds before last_t, f32[n_decays] acc, u8 len + item id)
+    | n_hist × (f32 seconds before last_t, u8 event type, u8 profile index)   (most recent first;
+                                                  index 255 is followed by u8 len + item id)
 
 The profile (engine/profile.py) holds the distinct items the user used recently.
 
@@ -27,7 +28,7 @@ __all__ = ["ItemState", "StateFormatError", "UserState", "decode_item", "decode_
 USER_FORMAT = 2
 ITEM_FORMAT = 1
 _USER_HEAD = struct.Struct("<BBHHiqdIH")
-_HIST = struct.Struct("<dB")
+_HIST = struct.Struct("<fBB")
 _PROF = struct.Struct("<IHf")
 _ITEM_HEAD = struct.Struct("<BHdq")
 
@@ -76,16 +77,19 @@ def encode_user(s: UserState) -> bytes:
         ),
         _short(s.model_version),
         np.ascontiguousarray(s.memory, dtype="<f4").tobytes(),
-        np.ascontiguousarray(s.summary, dtype="<f4").tobytes(),
+        np.ascontiguousarray(s.summary, dtype="<f2").tobytes(),
     ]
-    for item, t, e in zip(s.hist_items, s.hist_times, s.hist_types):
-        parts.append(_HIST.pack(t, e))
-        parts.append(_short(item))
-    ref = s.last_t  # profile times are stored as ages relative to the user's last event
+    ref = s.last_t  # times are stored as seconds before the user's last event
     for item, ln, c, t, acc in zip(s.prof_items, s.prof_last_n, s.prof_count, s.prof_last_t, s.prof_acc):
         parts.append(_PROF.pack(ln, min(c, 65535), ref - t))
         parts.append(struct.pack(f"<{n_decays}f", *acc))
         parts.append(_short(item))
+    where = {item: k for k, item in enumerate(s.prof_items[:255])}
+    for item, t, e in zip(s.hist_items, s.hist_times, s.hist_types):
+        k = where.get(item, 255)
+        parts.append(_HIST.pack(ref - t, e, k))
+        if k == 255:
+            parts.append(_short(item))
     return b"".join(parts)
 
 
@@ -99,20 +103,9 @@ def decode_user(b: bytes) -> UserState:
     pos += 1 + n
     memory = np.frombuffer(b, "<f4", dim, pos).copy()
     pos += 4 * dim
-    summary = np.frombuffer(b, "<f4", dim, pos).copy()
-    pos += 4 * dim
-    items: list[str] = []
-    times: list[float] = []
-    types: list[int] = []
-    for _ in range(n_hist):
-        t, e = _HIST.unpack_from(b, pos)
-        pos += _HIST.size
-        n = b[pos]
-        items.append(b[pos + 1 : pos + 1 + n].decode("utf-8"))
-        pos += 1 + n
-        times.append(t)
-        types.append(e)
-    st = UserState(memory, summary, last_t, partition, offset, model_version, items, times, types, n_events)
+    summary = np.frombuffer(b, "<f2", dim, pos).astype(np.float32)
+    pos += 2 * dim
+    st = UserState(memory, summary, last_t, partition, offset, model_version, n_events=n_events)
     acc_fmt = struct.Struct(f"<{n_decays}f")
     for _ in range(n_prof):
         ln, c, age = _PROF.unpack_from(b, pos)
@@ -125,8 +118,18 @@ def decode_user(b: bytes) -> UserState:
         st.prof_last_n.append(ln)
         st.prof_count.append(c)
         st.prof_acc.append(acc)
-        st.prof_last_t.append(-float(age))  # made absolute below, once the newest is known
-    st.prof_last_t = [last_t + t for t in st.prof_last_t]
+        st.prof_last_t.append(last_t - age)
+    for _ in range(n_hist):
+        age, e, k = _HIST.unpack_from(b, pos)
+        pos += _HIST.size
+        if k == 255:
+            n = b[pos]
+            st.hist_items.append(b[pos + 1 : pos + 1 + n].decode("utf-8"))
+            pos += 1 + n
+        else:
+            st.hist_items.append(st.prof_items[k])
+        st.hist_times.append(last_t - age)
+        st.hist_types.append(e)
     return st
 
 

@@ -36,7 +36,7 @@ class Examples:
 @dataclass(frozen=True)
 class OnlineConfig:
     enabled: bool = True
-    lr: float = 1e-3
+    lr: float = 1e-4
     every_batches: int = 1  # learn after every n-th batch
     max_examples: int = 1024  # per step; the most recent are kept
 

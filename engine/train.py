@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 200
     lr: float = 3e-3
     weight_decay: float = 1e-5

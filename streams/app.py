@@ -47,7 +47,6 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
         broker_heartbeat_interval=max(0.5, settings.session_timeout_ms / 6000),
         datadir=str(settings.state_dir / "faust"),
         topic_allow_declare=True,
-        topic_disable_leader=True,  # no leader-only tasks: skip the assignor leader topic
     )
     _declare_topics(app, settings)
 

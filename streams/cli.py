@@ -167,6 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from engine.train import TrainConfig
     from streams.config import Settings
 
     defaults = Settings()
@@ -221,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     d = sub.add_parser("demo", help="broker, train, replay, worker and a report, all on embedded defaults")
     d.add_argument("--data", type=Path, default=defaults.data)
-    d.add_argument("--epochs", type=int, default=3)
+    d.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     d.add_argument("--rate", type=float, default=2000.0, help="offered events/s for the latency phase")
     d.add_argument("--workdir", type=Path, default=Path(".tide/demo"))
     d.set_defaults(func=cmd_demo)

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
 
     # Online continual learning in the worker (score first, then learn)
     online_learning: bool = True
-    online_lr: float = 1e-3
+    online_lr: float = 1e-4
     online_every_batches: int = 1
 
     # Data and training

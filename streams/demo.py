@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.data import read_csv
 from engine.baselines import RecencyFrequency
-from engine.evaluation import next_items, ranking_metrics
+from engine.evaluation import evaluate_stream, next_items, ranking_metrics
+from engine.online import OnlineConfig
 from engine.train import TrainConfig, train
 from schemas import Recommendation
 from streams.broker import EmbeddedBroker, create_topics, free_port
@@ -48,7 +49,7 @@ DEMO_TOP_K = 100  # recommendations carry 100 items so MRR is exact down to rank
 @dataclass
 class DemoOptions:
     data: Path
-    epochs: int = 3
+    epochs: int = 2
     rate: float = 2000.0
     workdir: Path = Path(".tide/demo")
     train_fraction: float = 0.8
@@ -137,7 +138,8 @@ def run_demo(opts: DemoOptions) -> int:
             reader_thread.join(10)
             worker_log.close()
 
-    _report(log, n_train, a, b, where, reader.records, t_a, time.perf_counter() - t_start)
+    offline = _offline_ranks(ckpt, log, n_train, settings)
+    _report(log, n_train, a, b, where, reader.records, t_a, time.perf_counter() - t_start, offline)
     return 0
 
 
@@ -148,7 +150,15 @@ def _last_sources(users: np.ndarray, partitions: np.ndarray, offsets: np.ndarray
     return {(int(partitions[k]), int(offsets[k])) for k in last.values()}
 
 
-def _report(log, n_train, a, b, where, records, t_a, total_s) -> None:  # type: ignore[no-untyped-def]
+def _offline_ranks(ckpt_path: Path, log, n_train: int, settings: Settings) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """The offline evaluator's rank of every held-out row, from the same checkpoint and settings."""
+    ckpt = load_checkpoint(ckpt_path)
+    online = OnlineConfig(enabled=settings.online_learning, lr=settings.online_lr, every_batches=settings.online_every_batches)
+    rr = evaluate_stream(ckpt.model, ckpt.item_ids, log, n_train, online=online)
+    return dict(zip(rr.rows.tolist(), rr.ranks["model"].tolist()))
+
+
+def _report(log, n_train, a, b, where, records, t_a, total_s, offline) -> None:  # type: ignore[no-untyped-def]
     users, items = log.users.tolist(), log.items.tolist()
     nxt, nxt_idx = next_items(users, items)
     stamps = np.r_[a.timestamps, b.timestamps]
@@ -165,14 +175,16 @@ def _report(log, n_train, a, b, where, records, t_a, total_s) -> None:  # type: 
     # Accuracy on the held-out 20%: every recommendation whose user's next true event is held out.
     rf = RecencyFrequency(0.5)
     n_items = len(set(items))
-    model_ranks, base_ranks = [], []
+    model_ranks, base_ranks, offline_ranks = [], [], []
     for k in range(len(log)):
         rf.observe(users[k], items[k])
         if k in recs and nxt_idx[k] >= n_train:
             ids = [s.item_id for s in recs[k][0].items]
             model_ranks.append(ids.index(nxt[k]) + 1 if nxt[k] in ids else np.inf)
+            r = offline[int(nxt_idx[k])]
+            offline_ranks.append(r if r <= len(ids) else np.inf)  # the same top-100 cut as the emitted lists
             base_ranks.append(rf.rank(users[k], nxt[k], n_items))
-    m, bm = ranking_metrics(model_ranks), ranking_metrics(base_ranks)
+    m, bm, om = ranking_metrics(model_ranks), ranking_metrics(base_ranks), ranking_metrics(offline_ranks)
     print()
     print("=" * 72)
     print("TIDE demo report")
@@ -184,6 +196,10 @@ def _report(log, n_train, a, b, where, records, t_a, total_s) -> None:  # type: 
     print(f"accuracy on the held-out 20% ({m['n']:,} recommendations, next true item ranked among {n_items:,} items):")
     print(f"  {'TIDE model':<26} Recall@10 {m['recall@10']:.3f}   MRR {m['mrr']:.3f}")
     print(f"  {'recency-frequency (0.5)':<26} Recall@10 {bm['recall@10']:.3f}   MRR {bm['mrr']:.3f}")
+    print(
+        f"  {'offline evaluator, same rows':<26} Recall@10 {om['recall@10']:.3f}   MRR {om['mrr']:.3f}"
+        f"   (Kafka − offline: {m['recall@10'] - om['recall@10']:+.3f}, {m['mrr'] - om['mrr']:+.3f})"
+    )
     print("three users' top-10:")
     for k in sorted(recs, reverse=True)[:3]:
         rec = recs[k][0]

@@ -30,7 +30,7 @@ def log() -> InteractionLog:
 @pytest.fixture
 def model() -> InterestModel:
     torch.manual_seed(0)
-    return InterestModel(InterestConfig(n_items=30, dim=16, time_dim=8, history=5)).eval()
+    return InterestModel(InterestConfig(n_items=30, dim=16, time_dim=8, profile_items=5)).eval()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from engine.profile import update_profile
 from engine.codec import (
     ItemState,
     StateFormatError,
@@ -16,20 +17,26 @@ def test_user_state_round_trip_and_size():
     s = UserState(
         memory=np.arange(64, dtype=np.float32),
         summary=np.ones(64, np.float32),
-        last_t=1.5e9,
+        last_t=1.5e9 - 953,
         partition=3,
         offset=12345,
         model_version="tide-20261123T000000-abcdef01",
-        hist_items=[f"item-{k:06d}" for k in range(20)],
-        hist_times=[float(k) for k in range(20)],
-        hist_types=[k % 8 for k in range(20)],
     )
+    for k in range(48):  # a full profile of 48 distinct items, and the last 16 events in order
+        update_profile(s, f"item-{k:06d}", 1.5e9 - 1000 + k, 48)
+        s.hist_items.insert(0, f"item-{k:06d}")
+        s.hist_times.insert(0, 1.5e9 - 1000 + k)
+        s.hist_types.insert(0, k % 8)
+    del s.hist_items[16:], s.hist_times[16:], s.hist_types[16:]
+    s.hist_items[3] = "not-in-the-profile"
     raw = encode_user(s)
     back = decode_user(raw)
-    assert np.array_equal(back.memory, s.memory) and np.array_equal(back.summary, s.summary)
+    assert np.array_equal(back.memory, s.memory) and np.allclose(back.summary, s.summary, rtol=1e-3)
     assert (back.last_t, back.partition, back.offset, back.model_version) == (s.last_t, 3, 12345, s.model_version)
-    assert back.hist_items == s.hist_items and back.hist_times == s.hist_times and back.hist_types == s.hist_types
-    assert len(raw) <= 2048  # width 64, a full 20-event history
+    assert back.hist_items == s.hist_items and np.allclose(back.hist_times, s.hist_times) and back.hist_types == s.hist_types
+    assert back.prof_items == s.prof_items and back.prof_count == s.prof_count and back.n_events == 48
+    assert np.allclose(back.prof_last_t, s.prof_last_t) and np.allclose(back.prof_acc, s.prof_acc)
+    assert len(raw) <= 2048, len(raw)  # width 64, 11-byte ids, a 16-event history and a full 48-item profile
 
 
 def test_empty_user_state_round_trips():

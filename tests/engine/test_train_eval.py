@@ -7,10 +7,10 @@ from engine.data import read_csv
 from engine.baselines import LastItemTransitions, Popularity, RecencyFrequency
 from engine.evaluation import evaluate_stream, next_items, ranking_metrics, summarize
 from engine.online import OnlineConfig
-from engine.history import user_histories
+from engine.profile import profile_snapshots
 from engine.train import TrainConfig, train
 
-CFG = TrainConfig(epochs=2, batch_size=50, dim=16, history=5)
+CFG = TrainConfig(epochs=2, batch_size=50, dim=16, profile_items=5)
 
 
 def test_protocol_splits(log):
@@ -32,7 +32,7 @@ def test_training_is_deterministic_and_learns(log):
 
 
 def test_checkpoint_rebuilds_its_model(log, tmp_path):
-    res = train(log, TrainConfig(epochs=1, batch_size=100, dim=8, history=5))
+    res = train(log, TrainConfig(epochs=1, batch_size=100, dim=8, profile_items=5))
     path = save_checkpoint(tmp_path, res.model, res.item_ids, res.meta(CFG))
     assert latest_checkpoint(tmp_path) == path
     ck = load_checkpoint(path)
@@ -43,7 +43,7 @@ def test_checkpoint_rebuilds_its_model(log, tmp_path):
 
 @pytest.mark.parametrize("online", [False, True])
 def test_evaluation_ranks_every_scored_row_and_beats_popularity(log, online):
-    res = train(log, TrainConfig(epochs=3, batch_size=50, dim=16, history=5))
+    res = train(log, TrainConfig(epochs=3, batch_size=50, dim=16, profile_items=5))
     rr = evaluate_stream(res.model, res.item_ids, log, 400, batch_size=64, online=OnlineConfig(enabled=online))
     assert len(rr.rows) == 200 and all(not np.isnan(r).any() for r in rr.ranks.values())
     assert set(rr.ranks) == {"model", "recency_frequency", "last_item_transitions", "popularity"}
@@ -84,9 +84,11 @@ def test_next_items_and_histories():
     items = np.array(["a", "b", "c", "a"], dtype=object)
     nxt, idx = next_items(users.tolist(), items.tolist())
     assert nxt == ["c", None, "a", None] and idx.tolist() == [2, -1, 3, -1]
-    h, ages = user_histories(np.array([0, 1, 0, 0]), np.array([5, 6, 7, 5]), 2, np.array([1.0, 2.0, 4.0, 9.0]))
-    assert h.tolist() == [[-1, -1], [-1, -1], [5, -1], [7, 5]]
-    assert ages.tolist() == [[0, 0], [0, 0], [0, 0], [0, 3]]
+    rows, feats, last = profile_snapshots(np.array([0, 1, 0, 0, 0]), np.array([5, 6, 7, 5, 8]), np.array([1.0, 2, 4, 9, 10]), 2)
+    assert rows.tolist() == [[-1, -1], [-1, -1], [5, -1], [7, 5], [5, 7]]
+    assert last.tolist() == [-1, -1, 5, 7, 5]
+    # before the last event: item 5 used at events 1 and 3 (acc 0.5 = 1 + 0.5^2), now; item 7 one event ago
+    assert feats[4, 0, 0] == 1.25 and feats[4, 1, 0] == 0.5 and feats[4, 0, 2] == np.float32(np.log1p(2))
 
 
 def test_read_csv_with_and_without_header(tmp_path):

@@ -43,7 +43,7 @@ def checkpoint_dir(tmp_path_factory) -> Path:
         np.array([e.timestamp for e in ev]),
         np.array([e.event_type_id for e in ev]),
     )
-    res = train(log, TrainConfig(epochs=1, batch_size=50, dim=16, history=8))
+    res = train(log, TrainConfig(epochs=1, batch_size=50, dim=16, profile_items=8))
     d = tmp_path_factory.mktemp("checkpoints")
     save_checkpoint(d, res.model, res.item_ids, {})
     return d

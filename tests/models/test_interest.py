@@ -16,31 +16,31 @@ def test_memory_update_shapes_and_determinism():
     assert mem.update_items(*args).shape == (5, 8)
 
 
-def test_pair_features_count_history_with_decay():
-    m = InterestModel(InterestConfig(n_items=4, dim=8, history=3, decays=(0.5,)))
-    h = torch.tensor([[2, 1, 2], [-1, -1, -1]])
-    ages = torch.tensor([[0.0, 10.0, 100.0], [0.0, 0.0, 0.0]])
+def test_pair_features_spread_profile_and_transitions_over_items():
+    m = InterestModel(InterestConfig(n_items=4, dim=8, profile_items=3, n_profile_features=2))
+    rows = torch.tensor([[2, 1, -1], [-1, -1, -1]])
+    feats = torch.tensor([[[1.0, 0.5], [0.25, 2.0], [9.0, 9.0]], [[7.0, 7.0], [0.0, 0.0], [0.0, 0.0]]])
     trans = torch.zeros(2, 4, 2)
     trans[0, 3, 0] = 1.0
-    f = m.pair_features(h, ages, trans, 4)
-    assert f.shape == (2, 4, 5)
-    assert torch.allclose(f[0, :, 0], torch.tensor([0.0, 0.5, 1.25, 0.0]))
-    assert torch.allclose(f[0, :, 1], torch.log1p(torch.tensor([0.0, 1.0, 2.0, 0.0])))
-    assert f[0, 2, 2] == 1.0 and 0 < f[0, 1, 2] < 1 and f[0, 0, 2] == 0  # recency in time
-    assert f[0, 3, 3] == 1.0
-    assert torch.count_nonzero(f[1]) == 0
+    x = m.pair_features(rows, feats, trans, 4)
+    assert x.shape == (2, 4, 4)
+    assert torch.equal(x[0, 2, :2], torch.tensor([1.0, 0.5])) and torch.equal(x[0, 1, :2], torch.tensor([0.25, 2.0]))
+    assert x[0, 0].abs().sum() == 0  # empty profile slots add nothing, even to item 0
+    assert x[0, 3, 2] == 1.0
+    assert torch.count_nonzero(x[1]) == 0
 
 
-def _score(m, hist):
+def _score(m, rows):
+    feats = torch.ones(*rows.shape, m.cfg.n_profile_features)
     with torch.no_grad():
         vecs = m.item_vectors(m.item_static.weight, torch.zeros(6, 8))
         q = m.query(torch.zeros(2, 8), torch.zeros(2, 8))
-        return m.scores(q, vecs, m.item_bias, hist, torch.zeros_like(hist, dtype=torch.float), torch.zeros(2, 6, 2), torch.zeros(6, 2))
+        return m.scores(q, vecs, m.item_bias, rows, feats, torch.zeros(2, 6, 2), torch.zeros(6, 2))
 
 
 def test_scores_shape_and_unrelated_items_get_no_pair_term():
     torch.manual_seed(0)
-    m = InterestModel(InterestConfig(n_items=6, dim=8, history=4)).eval()
+    m = InterestModel(InterestConfig(n_items=6, dim=8, profile_items=4)).eval()
     s0 = _score(m, torch.full((2, 4), -1))
     s1 = _score(m, torch.tensor([[3, -1, -1, -1], [-1, -1, -1, -1]]))
     assert s0.shape == (2, 6)
