@@ -115,7 +115,7 @@ def evaluate_stream(
             for e in range(b0, b1)
         ]
         tg = [targets[e] if target_idx[e] >= score_from else None for e in range(b0, b1)]
-        res = stage.fold(batch, targets=tg, collect_examples=learner is not None)
+        res = stage.fold(batch, targets=tg, collect_examples=learner.cfg.max_examples if learner else 0)
         assert res.ranks is not None
         for k, e in enumerate(range(b0, b1)):
             j = target_idx[e]

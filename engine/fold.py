@@ -112,11 +112,11 @@ class UserStage:
         self,
         events: Sequence[SourcedEvent],
         targets: Sequence[str | None] | None = None,
-        collect_examples: bool = False,
+        collect_examples: int = 0,
     ) -> FoldResult:
         """Fold ``events``. With ``targets`` (per event: the item to rank right after it, or None),
-        also rank each target; with ``collect_examples``, return each event as a training example
-        (the state just before it → its item) for online learning."""
+        also rank each target; with ``collect_examples`` > 0, return up to that many of the batch's
+        last events as training examples (the state just before each → its item) for online learning."""
         start = time.perf_counter()
         states = self._read_states(events)
         # An event at or below the user's last applied offset was folded before (input replayed).
@@ -139,7 +139,8 @@ class UserStage:
         weights = np.array([e.event.weight for e in ev], np.float32)
         user_before = torch.empty(len(ev), self.dim, device=dev)
         prev_rows = np.full(len(ev), -1, np.int64)
-        ctx_before: list[tuple[np.ndarray, np.ndarray]] = []  # per event in round order: profile before it
+        ctx_before: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # event → its user's profile before it
+        first_example = max(0, len(ev) - collect_examples) if collect_examples else len(ev)
         vectors = self.items.vectors()
         target_rows = (
             # -1: a target never seen (ranked last); -2: no target (not ranked)
@@ -166,8 +167,8 @@ class UserStage:
                 e = ev[k].event
                 if st.hist_items:
                     prev_rows[k] = self.items.row(st.hist_items[0])
-                if collect_examples:
-                    ctx_before.append(profile_arrays([st], self.items.rows, self.profile_items))
+                if k >= first_example:
+                    ctx_before[k] = profile_arrays([st], self.items.rows, self.profile_items)
                 update_profile(st, e.item_id, e.timestamp, self.profile_items)
                 st.hist_items.insert(0, e.item_id)
                 st.hist_times.insert(0, e.timestamp)
@@ -224,18 +225,14 @@ class UserStage:
             writes.setdefault(user_partition_name(p), new_transaction()).put(u.encode("utf-8"), encode_user(st))
 
         examples = None
-        if collect_examples:
-            order = np.concatenate(occurrence_rounds(slots))  # ctx_before was filled in round order
-            inv = np.empty_like(order)
-            inv[order] = np.arange(len(order))
-            rows_b = np.concatenate([r for r, _ in ctx_before])[inv]
-            feats_b = np.concatenate([f for _, f in ctx_before])[inv]
+        if ctx_before:
+            sel = np.arange(first_example, len(ev))
             examples = Examples(
-                user_mem=user_before,
-                prof_rows=torch.from_numpy(rows_b).to(dev),
-                prof_feats=torch.from_numpy(feats_b).to(dev),
-                last_rows=prev_rows.copy(),
-                targets=torch.from_numpy(item_rows).to(dev),
+                user_mem=user_before[torch.from_numpy(sel).to(dev)],
+                prof_rows=torch.from_numpy(np.concatenate([ctx_before[k][0] for k in sel])).to(dev),
+                prof_feats=torch.from_numpy(np.concatenate([ctx_before[k][1] for k in sel])).to(dev),
+                last_rows=prev_rows[sel],
+                targets=torch.from_numpy(item_rows[sel]).to(dev),
             )
         updates = ItemUpdates(
             rows=item_rows,

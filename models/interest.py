@@ -112,7 +112,10 @@ class InterestModel(nn.Module):
         n = item_vecs.shape[0]
         x = self.pair_features(prof_rows, prof_feats, transitions, n)  # [B, N, F]
         # Most (user, item) pairs are unrelated (x = 0): run the MLP on the related ones only; g(0) = 0.
-        related = x.abs().sum(-1) > 0  # [B, N]
+        related = transitions[..., 0] > 0  # [B, N]
+        valid = prof_rows >= 0
+        users = torch.arange(prof_rows.shape[0], device=prof_rows.device).unsqueeze(1).expand_as(prof_rows)
+        related[users[valid], prof_rows[valid]] = True
         g = torch.zeros(related.shape, device=x.device, dtype=x.dtype)
         g[related] = (self.pair_mlp(x[related]) - self.pair_mlp(torch.zeros_like(x[:1, 0]))).squeeze(-1)
         out = g + self.trend(trending).squeeze(-1)
