@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Protocol
 
-__all__ = ["Baseline", "RecencyFrequency", "LastItemTransitions", "Popularity", "default_baselines"]
+__all__ = ["Baseline", "LastItemTransitions", "Popularity", "RecencyFrequency", "default_baselines"]
 
 
 class Baseline(Protocol):

@@ -27,7 +27,7 @@ from engine.state import MemoryStateStore
 from models.interest import InterestModel
 from schemas import EVENT_TYPES, Interaction
 
-__all__ = ["RowRanks", "evaluate_stream", "next_items", "ranking_metrics", "summarize"]
+__all__ = ["RowRanks", "evaluate_stream", "next_items", "ranking_metrics", "split_masks", "summarize"]
 
 
 def ranking_metrics(ranks: Sequence[float] | np.ndarray, k: int = 10) -> dict[str, float]:
@@ -37,7 +37,7 @@ def ranking_metrics(ranks: Sequence[float] | np.ndarray, k: int = 10) -> dict[st
         return {"n": 0, "mrr": float("nan"), f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan")}
     hit = r <= k
     return {
-        "n": int(len(r)),
+        "n": len(r),
         "mrr": float(np.mean(1.0 / r)),
         f"recall@{k}": float(np.mean(hit)),
         f"ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(r + 1), 0.0))),
@@ -160,5 +160,3 @@ def summarize(rr: RowRanks, mask: np.ndarray) -> dict[str, dict[str, Any]]:
 def split_masks(rr: RowRanks, split: Split) -> dict[str, np.ndarray]:
     return {"val": rr.rows < split.val_end, "test": rr.rows >= split.val_end}
 
-
-__all__ += ["split_masks"]

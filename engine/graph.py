@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ItemGraph", "TRENDING_HORIZONS"]
+__all__ = ["TRENDING_HORIZONS", "ItemGraph"]
 
 #: Popularity half-lives, in events: a short one that follows bursts and a long one that is stable.
 TRENDING_HORIZONS = (1_000.0, 100_000.0)

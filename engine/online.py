@@ -42,7 +42,7 @@ class OnlineConfig:
 
 
 class OnlineLearner:
-    def __init__(self, model: "InterestModel", table: "ItemTable", cfg: OnlineConfig) -> None:
+    def __init__(self, model: InterestModel, table: ItemTable, cfg: OnlineConfig) -> None:
         self.model = model
         self.table = table
         self.cfg = cfg

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 __all__ = ["main"]
@@ -56,7 +56,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.checkpoint import save_checkpoint
     from engine.data import read_csv
-    from engine.train import TrainConfig, train
+    from engine.train import train
 
     settings = _settings(checkpoint_dir=args.out, bootstrap_servers=args.bootstrap)
     if args.topic:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.baselines import RecencyFrequency
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.data import read_csv
-from engine.baselines import RecencyFrequency
 from engine.evaluation import evaluate_stream, next_items, ranking_metrics
 from engine.online import OnlineConfig
 from engine.train import TrainConfig, train

@@ -11,7 +11,7 @@ import numpy as np
 from engine.evaluation import RowRanks, ranking_metrics, split_masks, summarize
 from engine.protocols import Split
 
-__all__ = ["build_report", "write_report", "plot_over_time"]
+__all__ = ["build_report", "plot_over_time", "write_report"]
 
 
 def build_report(rr: RowRanks, split: Split, data: str, timings: dict[str, float], config: dict[str, Any]) -> dict[str, Any]:

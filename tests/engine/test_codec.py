@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from engine.profile import update_profile
 from engine.codec import (
     ItemState,
     StateFormatError,
@@ -11,6 +10,7 @@ from engine.codec import (
     encode_item,
     encode_user,
 )
+from engine.profile import update_profile
 
 
 def test_user_state_round_trip_and_size():

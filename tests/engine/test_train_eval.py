@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.baselines import LastItemTransitions, Popularity, RecencyFrequency
 from engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.data import read_csv
-from engine.baselines import LastItemTransitions, Popularity, RecencyFrequency
 from engine.evaluation import evaluate_stream, next_items, ranking_metrics, summarize
 from engine.online import OnlineConfig
 from engine.profile import profile_snapshots
