@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -58,7 +58,6 @@ class FoldResult:
     n_skipped: int
     ranks: np.ndarray | None = None  # [E] rank of each event's target (1 = best; nan = no target)
     fold_seconds: float = 0.0
-    touched_users: list[str] = field(default_factory=list)
     examples: Examples | None = None
 
 
@@ -245,8 +244,7 @@ class UserStage:
             offsets=np.array([e.offset for e in ev], np.int64),
         )
         return FoldResult(
-            recs, arrivals, updates, writes, len(ev), n_skipped, ranks, time.perf_counter() - start,
-            [u for _, u in keys], examples,
+            recs, arrivals, updates, writes, len(ev), n_skipped, ranks, time.perf_counter() - start, examples
         )
 
     def _context(self, states: Sequence[UserState]) -> tuple[Tensor, Tensor, np.ndarray]:
