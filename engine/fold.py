@@ -34,6 +34,7 @@ __all__ = ["FoldResult", "SourcedEvent", "UserStage", "rank_of", "user_partition
 
 logger = logging.getLogger(__name__)
 
+CONTEXT_ITEMS = 4  # the user's most recent distinct items whose transitions feed the scorer
 HISTORY = 16  # the last events kept in order (last item, and the sequence of recent events)
 SUMMARY_RATE = 0.02  # slow interest summary: an exponential average over roughly the last 50 events
 
@@ -263,7 +264,7 @@ class UserStage:
         last = torch.from_numpy(last_rows).to(items.device)
         last_vec = torch.where((last >= 0).unsqueeze(1), vectors[last.clamp(min=0)], torch.zeros_like(mem))
         q = self.model.query(mem, last_vec)
-        transitions = items.graph.transition_features(last_rows, n, items.device)
+        transitions = items.graph.transition_features(prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, items.device)
         return self.model.scores(
             q, vectors, items.bias, prof_rows, prof_feats, transitions, items.graph.trending(n, items.device)
         )

@@ -67,31 +67,40 @@ class ItemGraph:
                 changed.append(j)
         return changed
 
-    def transition_features(self, last_rows: np.ndarray, n_items: int, device: torch.device) -> Tensor:
-        """``[B, N, 2]``: log(1 + count) and share of j → i among j's transitions, for each user's last item j."""
-        b = len(last_rows)
+    def transition_features(self, recent_rows: np.ndarray, n_items: int, device: torch.device) -> Tensor:
+        """``[B, N, 3]`` for each user's recent distinct items ``[B, K]`` (most recent first, -1 = none):
+        log(1 + count) and share of last-item → i among the last item's transitions, and
+        log(1 + Σ_k 0.5^k · count(r_k → i)) over the items before it (the user's wider context)."""
+        recent = np.asarray(recent_rows, np.int64).reshape(len(recent_rows), -1)
+        b, k = recent.shape
+        weights = 0.5 ** np.arange(k)
+        counts = self._rows(recent, n_items)  # [B, K, N]
+        last = counts[:, 0]
+        total = last.sum(1, keepdim=True).clamp(min=1)
+        context = (counts[:, 1:] * torch.from_numpy(weights[1:]).float()[None, :, None]).sum(1)
+        return torch.stack([torch.log1p(last), last / total, torch.log1p(context)], dim=-1).to(device)
+
+    def _rows(self, rows: np.ndarray, n_items: int) -> Tensor:
+        """Transition counts ``[B, K, N]`` out of each row in ``rows`` ``[B, K]`` (zeros for -1)."""
+        b, k = rows.shape
         if self._dense is not None and n_items <= self._dense.shape[0]:
-            r = torch.from_numpy(last_rows)
-            counts = self._dense[r.clamp(min=0), :n_items] * (r >= 0).unsqueeze(1)  # [B, N]
-            total = counts.sum(1, keepdim=True).clamp(min=1)
-            return torch.stack([torch.log1p(counts), counts / total], dim=-1).to(device)
-        out = torch.zeros((b, n_items, 2), device=device)
-        idx_b, idx_i, vals, shares = [], [], [], []
-        for k, j in enumerate(last_rows.tolist()):
-            row = self.out.get(j) if j >= 0 else None
-            if row:
-                total = self.out_total[j]
-                row = {i: c for i, c in row.items() if i < n_items}
-                idx_b.extend([k] * len(row))
-                idx_i.extend(row.keys())
-                counts = list(row.values())
-                vals.extend(counts)
-                shares.extend(c / total for c in counts)
-        if idx_b:
-            ib = torch.tensor(idx_b, device=device)
-            ii = torch.tensor(idx_i, device=device)
-            out[ib, ii, 0] = torch.log1p(torch.tensor(vals, device=device))
-            out[ib, ii, 1] = torch.tensor(shares, device=device)
+            r = torch.from_numpy(rows)
+            return self._dense[r.clamp(min=0), :n_items] * (r >= 0).unsqueeze(-1)
+        out = torch.zeros((b, k, n_items))
+        ib, ik, ii, vals = [], [], [], []
+        for bi in range(b):
+            for ki in range(k):
+                j = int(rows[bi, ki])
+                row = self.out.get(j) if j >= 0 else None
+                if row:
+                    for i, c in row.items():
+                        if i < n_items:
+                            ib.append(bi)
+                            ik.append(ki)
+                            ii.append(i)
+                            vals.append(c)
+        if ib:
+            out[torch.tensor(ib), torch.tensor(ik), torch.tensor(ii)] = torch.tensor(vals)
         return out
 
     def trending(self, n_items: int, device: torch.device) -> Tensor:

@@ -79,7 +79,8 @@ class OnlineLearner:
             dev = mem.device
             scores = model.scores(
                 q, vectors, model.item_bias, prof, feats,
-                table.graph.transition_features(last_rows, n_model, dev), table.graph.trending(n_model, dev),
+                table.graph.transition_features(prof[:, :4].cpu().numpy(), n_model, dev),
+                table.graph.trending(n_model, dev),
             )
             loss = F.cross_entropy(scores, targets[ok])
             self.opt.zero_grad()

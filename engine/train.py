@@ -122,7 +122,7 @@ def train(
             q = model.query(u_all[cu], last_vec)
             scores = model.scores(
                 q, vectors, model.item_bias, prof_rows[cur], prof_feats[cur],
-                graph.transition_features(last_np[cur], n_items, torch.device("cpu")),
+                graph.transition_features(prof_rows_np[cur, :4], n_items, torch.device("cpu")),
                 graph.trending(n_items, torch.device("cpu")),
             )
             loss = F.cross_entropy(scores, torch.from_numpy(items[cur]))

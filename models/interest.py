@@ -44,6 +44,7 @@ class InterestConfig:
     event_dim: int = 8
     profile_items: int = 48  # distinct items per user profile (M)
     n_profile_features: int = 5
+    n_transition_features: int = 3
     feature_hidden: int = 32
     n_trending: int = 2
     use_memory: bool = True  # ablation switch: the q·v term of memory and static item vectors
@@ -64,7 +65,7 @@ class InterestModel(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(cfg.n_items))
         self.mem_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.query_mlp = nn.Sequential(nn.Linear(2 * cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
-        n_feat = cfg.n_profile_features + 2
+        n_feat = cfg.n_profile_features + cfg.n_transition_features
         self.pair_mlp = nn.Sequential(nn.Linear(n_feat, cfg.feature_hidden), nn.GELU(), nn.Linear(cfg.feature_hidden, 1))
         self.trend = nn.Linear(cfg.n_trending, 1, bias=False)
         self.reset_parameters()
@@ -112,7 +113,7 @@ class InterestModel(nn.Module):
         n = item_vecs.shape[0]
         x = self.pair_features(prof_rows, prof_feats, transitions, n)  # [B, N, F]
         # Most (user, item) pairs are unrelated (x = 0): run the MLP on the related ones only; g(0) = 0.
-        related = transitions[..., 0] > 0  # [B, N]
+        related = (transitions > 0).any(-1)  # [B, N]
         valid = prof_rows >= 0
         users = torch.arange(prof_rows.shape[0], device=prof_rows.device).unsqueeze(1).expand_as(prof_rows)
         related[users[valid], prof_rows[valid]] = True

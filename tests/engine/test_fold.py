@@ -122,6 +122,10 @@ def test_item_graph_dense_and_sparse_paths_agree():
     assert torch.allclose(a, b)
     assert torch.allclose(a[0, :, 1], torch.tensor([0.0, 2 / 3, 1 / 3, 0.0]))
     assert a[2].abs().sum() == 0
+    # the wider context: transitions out of the items before the last one, halved per step back
+    ctx = dense.transition_features(np.array([[0, 2, 1]]), 4, torch.device("cpu"))
+    assert torch.allclose(ctx[0, :, 2], torch.log1p(torch.tensor([0.25, 0.0, 0.0, 0.5])))
+    assert torch.allclose(ctx, sparse.transition_features(np.array([[0, 2, 1]]), 4, torch.device("cpu")))
     # a restored row matches
     restored = g.ItemGraph(4)
     ids = ["a", "b", "c", "d"]

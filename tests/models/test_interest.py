@@ -35,7 +35,7 @@ def _score(m, rows):
     with torch.no_grad():
         vecs = m.item_vectors(m.item_static.weight, torch.zeros(6, 8))
         q = m.query(torch.zeros(2, 8), torch.zeros(2, 8))
-        return m.scores(q, vecs, m.item_bias, rows, feats, torch.zeros(2, 6, 2), torch.zeros(6, 2))
+        return m.scores(q, vecs, m.item_bias, rows, feats, torch.zeros(2, 6, 3), torch.zeros(6, 2))
 
 
 def test_scores_shape_and_unrelated_items_get_no_pair_term():
