@@ -95,6 +95,7 @@ class Worker:
             clean = True
         finally:
             self._close(commit=clean)
+            gc.unfreeze()  # let what this worker built be collected once it is done
         return self.stats
 
     def _process(self, msgs: list[Message]) -> None:
