@@ -26,6 +26,7 @@ from engine.items import ItemTable, ItemUpdates
 from engine.online import Examples
 from engine.profile import profile_arrays, update_profile
 from engine.rounds import occurrence_rounds
+from engine.scoring import score_items
 from engine.state import StateStore, _Batch, new_transaction
 from models.interest import InterestModel
 from schemas import Interaction, Recommendation, ScoredItem, SourceRef
@@ -34,7 +35,6 @@ __all__ = ["FoldResult", "SourcedEvent", "UserStage", "rank_of", "user_partition
 
 logger = logging.getLogger(__name__)
 
-CONTEXT_ITEMS = 4  # the user's most recent distinct items whose transitions feed the scorer
 HISTORY = 16  # the last events kept in order (last item, and the sequence of recent events)
 SUMMARY_RATE = 0.02  # slow interest summary: an exponential average over roughly the last 50 events
 
@@ -259,15 +259,7 @@ class UserStage:
     def score_context(self, mem: Tensor, prof_rows: Tensor, prof_feats: Tensor, last_rows: np.ndarray) -> Tensor:
         """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and this context."""
         items = self.items
-        vectors = items.vectors()
-        n = vectors.shape[0]
-        last = torch.from_numpy(last_rows).to(items.device)
-        last_vec = torch.where((last >= 0).unsqueeze(1), vectors[last.clamp(min=0)], torch.zeros_like(mem))
-        q = self.model.query(mem, last_vec)
-        transitions = items.graph.transition_features(prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, items.device)
-        return self.model.scores(
-            q, vectors, items.bias, prof_rows, prof_feats, transitions, items.graph.trending(n, items.device)
-        )
+        return score_items(self.model, items.graph, items.vectors(), items.bias, mem, prof_rows, prof_feats, last_rows)
 
     def _scores(self, mem: Tensor, states: Sequence[UserState]) -> Tensor:
         return self.score_context(mem, *self._context(states))

@@ -7,7 +7,6 @@ the user stage; like item vectors they are shared by all partitions.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections import defaultdict
 
@@ -27,7 +26,6 @@ DENSE_MAX_ITEMS = 2048
 class ItemGraph:
     def __init__(self, n_items: int = 0) -> None:
         self.out: dict[int, dict[int, float]] = defaultdict(dict)  # j → {i: count of j → i}
-        self.out_total: dict[int, float] = defaultdict(float)
         self._decay = np.array([0.5 ** (1.0 / h) for h in TRENDING_HORIZONS])
         self.trend = np.zeros((n_items, len(TRENDING_HORIZONS)))
         self._dense: Tensor | None = torch.zeros(n_items, n_items) if n_items <= DENSE_MAX_ITEMS else None
@@ -63,7 +61,6 @@ class ItemGraph:
             if j >= 0:
                 row = self.out[j]
                 row[i] = row.get(i, 0.0) + 1.0
-                self.out_total[j] += 1.0
                 changed.append(j)
         return changed
 
@@ -72,7 +69,7 @@ class ItemGraph:
         log(1 + count) and share of last-item → i among the last item's transitions, and
         log(1 + Σ_k 0.5^k · count(r_k → i)) over the items before it (the user's wider context)."""
         recent = np.asarray(recent_rows, np.int64).reshape(len(recent_rows), -1)
-        b, k = recent.shape
+        k = recent.shape[1]
         weights = 0.5 ** np.arange(k)
         counts = self._rows(recent, n_items)  # [B, K, N]
         last = counts[:, 0]
@@ -128,7 +125,6 @@ class ItemGraph:
             row[row_of(raw[pos : pos + ln].decode("utf-8"))] = c
             pos += ln
         self.out[j] = row
-        self.out_total[j] = math.fsum(row.values())
         if row:
             self.grow(max(j, *row) + 1)
         if self._dense is not None:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from engine.scoring import score_items
+
 if TYPE_CHECKING:
     from engine.items import ItemTable
     from models.interest import InterestModel
@@ -72,15 +74,8 @@ class OnlineLearner:
             feats = ex.prof_feats[keep][ok] * known.unsqueeze(-1)
             last_rows = ex.last_rows[keep][ok.cpu().numpy()]
             last_rows = np.where(last_rows < n_model, last_rows, -1)
-            mem = ex.user_mem[keep][ok]
-            last = torch.from_numpy(last_rows).to(mem.device)
-            last_vec = torch.where((last >= 0).unsqueeze(1), vectors[last.clamp(min=0)], torch.zeros_like(mem))
-            q = model.query(mem, last_vec)
-            dev = mem.device
-            scores = model.scores(
-                q, vectors, model.item_bias, prof, feats,
-                table.graph.transition_features(prof[:, :4].cpu().numpy(), n_model, dev),
-                table.graph.trending(n_model, dev),
+            scores = score_items(
+                model, table.graph, vectors, model.item_bias, ex.user_mem[keep][ok], prof, feats, last_rows
             )
             loss = F.cross_entropy(scores, targets[ok])
             self.opt.zero_grad()

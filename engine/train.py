@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from engine.data import InteractionLog
 from engine.graph import ItemGraph
 from engine.profile import profile_snapshots
+from engine.scoring import score_items
 from models.interest import InterestConfig, InterestModel
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -117,13 +118,8 @@ def train(
                 i_all = item_mem.index_put((ir,), new_i)
                 vectors = model.item_vectors(model.item_static.weight, i_all)
             cu = torch.from_numpy(users[cur])
-            last = torch.from_numpy(last_np[cur])
-            last_vec = torch.where((last >= 0).unsqueeze(1), vectors[last.clamp(min=0)], torch.zeros(len(cur), cfg.dim))
-            q = model.query(u_all[cu], last_vec)
-            scores = model.scores(
-                q, vectors, model.item_bias, prof_rows[cur], prof_feats[cur],
-                graph.transition_features(prof_rows_np[cur, :4], n_items, torch.device("cpu")),
-                graph.trending(n_items, torch.device("cpu")),
+            scores = score_items(
+                model, graph, vectors, model.item_bias, u_all[cu], prof_rows[cur], prof_feats[cur], last_np[cur]
             )
             loss = F.cross_entropy(scores, torch.from_numpy(items[cur]))
             opt.zero_grad()
