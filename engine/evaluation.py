@@ -1,10 +1,15 @@
 """Offline evaluation: stream a whole log through the same fold as the Kafka worker and rank every
 validation and test row's true item among all items, beside the baselines, in one run.
 
-A row is ranked with the recommendation the worker would have emitted when the same user's
-previous event was folded (state updated with every earlier row of the log, and — with online
-learning on — the model trained on every earlier row: score first, then learn). A user's first row
-is ranked with an empty user state. Ties count half.
+A row is ranked from the state right after the same user's previous event was folded (state
+updated with every earlier row of the log, and — with online learning on — the model trained on
+every earlier row: score first, then learn). A user's first row is ranked with an empty user state.
+Ties count half.
+
+The query time is the row's own timestamp, as in the JODIE and TGB protocols: the model knows when
+the user comes back, not what they do (``at_row_time=True``, the default). With
+``at_row_time=False`` the row is ranked exactly as the worker's emitted recommendation ranked it,
+for the moment of the previous event: that is what the Kafka demo compares against.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ def evaluate_stream(
     batch_size: int = 200,
     online: OnlineConfig | None = None,
     model_version: str = "eval",
+    at_row_time: bool = True,
 ) -> RowRanks:
     """Fold every row of ``log`` and rank each row at index ≥ ``score_from``."""
     users, items = log.users.tolist(), log.items.tolist()
@@ -115,7 +121,10 @@ def evaluate_stream(
             for e in range(b0, b1)
         ]
         tg = [targets[e] if target_idx[e] >= score_from else None for e in range(b0, b1)]
-        res = stage.fold(batch, targets=tg, collect_examples=learner.cfg.max_examples if learner else 0)
+        tt = log.ts[np.where(target_idx[b0:b1] >= 0, target_idx[b0:b1], np.arange(b0, b1))] if at_row_time else None
+        res = stage.fold(
+            batch, targets=tg, target_times=tt, collect_examples=learner.cfg.max_examples if learner else 0
+        )
         assert res.ranks is not None
         for k, e in enumerate(range(b0, b1)):
             j = target_idx[e]

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from engine.codec import UserState, decode_user, encode_user
+from engine.context import HISTORY, UserContext, apply_event, user_contexts
 from engine.items import ItemTable, ItemUpdates
 from engine.online import Examples
-from engine.profile import profile_arrays, update_profile
 from engine.rounds import occurrence_rounds
 from engine.scoring import score_items
 from engine.state import StateStore, _Batch, new_transaction
@@ -35,7 +35,6 @@ __all__ = ["FoldResult", "SourcedEvent", "UserStage", "rank_of", "user_partition
 
 logger = logging.getLogger(__name__)
 
-HISTORY = 16  # the last events kept in order (last item, and the sequence of recent events)
 SUMMARY_RATE = 0.02  # slow interest summary: an exponential average over roughly the last 50 events
 
 
@@ -91,8 +90,8 @@ class UserStage:
         self.model_version = model_version
         self.input_topic = input_topic
         self.top_k = top_k
-        self.history = HISTORY
         self.profile_items = model.cfg.profile_items
+        self.seq_len = min(model.cfg.seq_len, HISTORY)
         self.dim = model.cfg.dim
 
     def _read_states(self, events: Sequence[SourcedEvent]) -> dict[tuple[int, str], UserState]:
@@ -113,9 +112,10 @@ class UserStage:
         events: Sequence[SourcedEvent],
         targets: Sequence[str | None] | None = None,
         collect_examples: int = 0,
+        target_times: Sequence[float] | np.ndarray | None = None,
     ) -> FoldResult:
         """Fold ``events``. With ``targets`` (per event: the item to rank right after it, or None),
-        also rank each target; with ``collect_examples`` > 0, return up to that many of the batch's
+        also rank each target, at the time in ``target_times`` (default: the event's own time); with ``collect_examples`` > 0, return up to that many of the batch's
         last events as training examples (the state just before each → its item) for online learning."""
         start = time.perf_counter()
         states = self._read_states(events)
@@ -139,7 +139,10 @@ class UserStage:
         weights = np.array([e.event.weight for e in ev], np.float32)
         user_before = torch.empty(len(ev), self.dim, device=dev)
         prev_rows = np.full(len(ev), -1, np.int64)
-        ctx_before: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # event → its user's profile before it
+        ctx_before: dict[int, UserContext] = {}  # event → its user's context just before it
+        target_t = (
+            np.asarray([target_times[k] for k in fresh], np.float64) if target_times is not None else ts
+        )
         first_example = max(0, len(ev) - collect_examples) if collect_examples else len(ev)
         vectors = self.items.vectors()
         target_rows = (
@@ -168,17 +171,15 @@ class UserStage:
                 if st.hist_items:
                     prev_rows[k] = self.items.row(st.hist_items[0])
                 if k >= first_example:
-                    ctx_before[k] = profile_arrays([st], self.items.rows, self.profile_items)
-                update_profile(st, e.item_id, e.timestamp, self.profile_items)
-                st.hist_items.insert(0, e.item_id)
-                st.hist_times.insert(0, e.timestamp)
-                st.hist_types.insert(0, int(etypes[k]))
-                del st.hist_items[self.history :], st.hist_times[self.history :], st.hist_types[self.history :]
+                    ctx_before[k] = user_contexts(
+                        [st], self.items.rows, self.profile_items, self.seq_len, now=[e.timestamp]
+                    )
+                apply_event(st, e.item_id, e.timestamp, int(etypes[k]), self.profile_items)
             if target_rows is not None and ranks is not None:
                 tr = target_rows[torch.from_numpy(idx).to(dev)]
                 ok = tr >= 0
                 if bool(ok.any()):
-                    sc = self._scores(mem[s], [states[keys[slots[k]]] for k in idx])
+                    sc = self._scores(mem[s], [states[keys[slots[k]]] for k in idx], now=target_t[idx])
                     r = rank_of(sc[ok], tr[ok]).cpu().numpy()
                     pos = np.asarray(fresh)[idx][ok.cpu().numpy()]
                     ranks[pos] = r
@@ -229,9 +230,7 @@ class UserStage:
             sel = np.arange(first_example, len(ev))
             examples = Examples(
                 user_mem=user_before[torch.from_numpy(sel).to(dev)],
-                prof_rows=torch.from_numpy(np.concatenate([ctx_before[k][0] for k in sel])).to(dev),
-                prof_feats=torch.from_numpy(np.concatenate([ctx_before[k][1] for k in sel])).to(dev),
-                last_rows=prev_rows[sel],
+                ctx=UserContext.cat([ctx_before[k] for k in sel]).to(dev),
                 targets=torch.from_numpy(item_rows[sel]).to(dev),
             )
         updates = ItemUpdates(
@@ -248,21 +247,30 @@ class UserStage:
             recs, arrivals, updates, writes, len(ev), n_skipped, ranks, time.perf_counter() - start, examples
         )
 
-    def _context(self, states: Sequence[UserState]) -> tuple[Tensor, Tensor, np.ndarray]:
-        """Profiles as item rows ``[B, M]`` (-1 = empty) and features ``[B, M, Fp]``, and each user's
-        last item row ``[B]`` (-1 = none)."""
-        rows, feats = profile_arrays(states, self.items.rows, self.profile_items)
-        last = np.array([self.items.row(st.hist_items[0]) if st.hist_items else -1 for st in states], np.int64)
-        dev = self.items.device
-        return torch.from_numpy(rows).to(dev), torch.from_numpy(feats).to(dev), last
+    def _context(self, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> UserContext:
+        """The users' contexts at query times ``now`` (default: each user's last event), on the device."""
+        return user_contexts(states, self.items.rows, self.profile_items, self.seq_len, now).to(self.items.device)
 
-    def score_context(self, mem: Tensor, prof_rows: Tensor, prof_feats: Tensor, last_rows: np.ndarray) -> Tensor:
-        """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and this context."""
+    def score_context(self, mem: Tensor, ctx: UserContext) -> Tensor:
+        """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and contexts ``ctx``."""
         items = self.items
-        return score_items(self.model, items.graph, items.vectors(), items.bias, mem, prof_rows, prof_feats, last_rows)
+        return score_items(self.model, items.graph, items.vectors(), items.bias, mem, ctx)
 
-    def _scores(self, mem: Tensor, states: Sequence[UserState]) -> Tensor:
-        return self.score_context(mem, *self._context(states))
+    def _scores(self, mem: Tensor, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> Tensor:
+        return self.score_context(mem, self._context(states, now))
+
+    @torch.no_grad()
+    def recommend(self, st: UserState, at: float, k: int | None = None) -> list[ScoredItem]:
+        """The top ``k`` items for a stored user state at time ``at`` (epoch s): the user's vector
+        projected from their last event to ``at``, ages and gaps measured to ``at``. At the time of
+        the user's last event this is the recommendation the fold emitted."""
+        dev = self.items.device
+        mem = torch.from_numpy(st.memory).to(dev).unsqueeze(0)
+        scores = self._scores(mem, [st], now=[max(at, st.last_t) if st.hist_items else at])[0]
+        top_scores, top_rows = torch.topk(scores, min(k or self.top_k, scores.shape[0]))
+        recent = {item: n for n, item in reversed(list(enumerate(st.hist_items)))}
+        ids = [self.items.ids[r] for r in top_rows.tolist()]
+        return [ScoredItem(i, s, _reason(recent.get(i))) for i, s in zip(ids, top_scores.tolist())]
 
     @torch.no_grad()
     def empty_user_scores(self) -> Tensor:

@@ -14,21 +14,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["TRENDING_HORIZONS", "ItemGraph"]
+__all__ = ["ItemGraph"]
 
-#: Popularity half-lives, in events: a short one that follows bursts and a long one that is stable.
-TRENDING_HORIZONS = (1_000.0, 100_000.0)
 #: Up to this many items the transition counts are also kept as a dense matrix, so a batch's rows are
 #: one gather instead of a Python walk over sparse rows (2,048² float32 = 16 MiB).
 DENSE_MAX_ITEMS = 2048
 
 
 class ItemGraph:
-    def __init__(self, n_items: int = 0) -> None:
+    def __init__(self, n_items: int = 0, trending_horizons: tuple[float, ...] = (1_000.0, 100_000.0)) -> None:
+        """``trending_horizons``: popularity half-lives in events (the model's config chooses them)."""
         self.out: dict[int, dict[int, float]] = defaultdict(dict)  # j → {i: count of j → i}
-        self._decay = np.array([0.5 ** (1.0 / h) for h in TRENDING_HORIZONS])
-        self.trend = np.zeros((n_items, len(TRENDING_HORIZONS)))
+        self._decay = np.array([0.5 ** (1.0 / h) for h in trending_horizons])
+        self.trend = np.zeros((n_items, len(trending_horizons)))
         self._dense: Tensor | None = torch.zeros(n_items, n_items) if n_items <= DENSE_MAX_ITEMS else None
+        self._window: list[np.ndarray] = []  # transitions since the last snapshot, [2, n] per batch
+        self.events_since_snapshot = 0
 
     def grow(self, n_items: int) -> None:
         if n_items > len(self.trend):
@@ -56,6 +57,9 @@ class ItemGraph:
             self._dense.index_put_(
                 (torch.from_numpy(prev_rows[has]), torch.from_numpy(rows[has])), torch.ones(int(has.sum())), accumulate=True
             )
+        has = prev_rows >= 0
+        self._window.append(np.stack([prev_rows[has], rows[has]]))
+        self.events_since_snapshot += len(rows)
         changed = []
         for j, i in zip(prev_rows.tolist(), rows.tolist()):
             if j >= 0:
@@ -100,8 +104,21 @@ class ItemGraph:
             out[torch.tensor(ib), torch.tensor(ik), torch.tensor(ii)] = torch.tensor(vals)
         return out
 
+    def snapshot_edges(self, n_items: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Close the current snapshot: the undirected item–item edges ``[2, E]`` of the transitions
+        since the last one, without self-loops, with weights log(1 + count) ``[E]``."""
+        pairs = np.concatenate(self._window, axis=1) if self._window else np.zeros((2, 0), np.int64)
+        self._window, self.events_since_snapshot = [], 0
+        pairs = pairs[:, (pairs[0] != pairs[1]) & (pairs < n_items).all(0)]
+        both = np.concatenate([pairs, pairs[::-1]], axis=1)
+        edges, counts = np.unique(both, axis=1, return_counts=True)
+        return (
+            torch.from_numpy(edges.astype(np.int64)).to(device),
+            torch.from_numpy(np.log1p(counts)).float().to(device),
+        )
+
     def trending(self, n_items: int, device: torch.device) -> Tensor:
-        """``[N, 2]`` log(1 + decayed count) at each horizon."""
+        """``[N, H]`` log(1 + decayed count) at each horizon."""
         self.grow(n_items)
         return torch.from_numpy(np.log1p(self.trend[:n_items])).float().to(device)
 

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 _WATERMARK = b"\x00wm/"  # + partition as decimal; cannot collide with a utf-8 item id key prefix "i/"
 _ITEM = b"i/"
 _TRANSITIONS = b"t/"  # + item id: that item's outgoing transition row
+_GRAPH_STATE = b"\x00graph"  # the snapshot model's item states: u32 n, then n × (u8 len + id, f16[d])
 
 
 class ItemTable:
@@ -49,9 +50,10 @@ class ItemTable:
             self._bias = model.item_bias.detach().to(device).clone()
         self._new_bias = float(self._bias.min()) if n else 0.0  # unseen items start as the least popular
         self._memory = torch.zeros(n, d, device=device)
+        self._graph_state = torch.zeros(n, d, device=device)  # item-graph snapshot model states
         self.last_t = np.full(n, np.nan)
         self.count = np.zeros(n, np.int64)
-        self.graph = ItemGraph(n)
+        self.graph = ItemGraph(n, model.cfg.trending_horizons)
         self._vectors: Tensor | None = None
 
     def __len__(self) -> int:
@@ -79,6 +81,7 @@ class ItemTable:
         self._static = torch.cat([self._static, torch.zeros(1, d, device=self.device)])
         self._bias = torch.cat([self._bias, torch.full((1,), self._new_bias, device=self.device)])
         self._memory = torch.cat([self._memory, torch.zeros(1, d, device=self.device)])
+        self._graph_state = torch.cat([self._graph_state, torch.zeros(1, d, device=self.device)])
         self.last_t = np.append(self.last_t, np.nan)
         self.count = np.append(self.count, 0)
         self._vectors = None
@@ -104,14 +107,28 @@ class ItemTable:
         """Item vectors ``[N, d]`` for scoring."""
         if self._vectors is None:
             with torch.no_grad():
-                self._vectors = self.model.item_vectors(self._static, self._memory)
+                self._vectors = self.model.item_vectors(self._static, self._memory, self._graph_state)
         return self._vectors
+
+    @property
+    def graph_state(self) -> Tensor:
+        return self._graph_state
+
+    @torch.no_grad()
+    def take_snapshot(self) -> None:
+        """Close the item-graph snapshot and advance the snapshot model's item states over it."""
+        edges = self.graph.snapshot_edges(len(self), self.device)
+        self.set_graph_state(self.model.graph_model(self._static, *edges, self._graph_state))
+
+    def set_graph_state(self, state: Tensor) -> None:
+        self._graph_state = state
+        self._vectors = None
 
     def set_memory(self, rows: Tensor, memory: Tensor) -> None:
         self._memory[rows] = memory
         if self._vectors is not None:
             with torch.no_grad():
-                self._vectors[rows] = self.model.item_vectors(self._static[rows], memory)
+                self._vectors[rows] = self.model.item_vectors(self._static[rows], memory, self._graph_state[rows])
 
 
 @dataclass
@@ -146,8 +163,11 @@ class ItemStage:
         n = 0
         rows, mems = [], []
         transitions: list[tuple[str, bytes]] = []
+        graph_state: bytes | None = None
         for key, value in store.items():
-            if key.startswith(_WATERMARK):
+            if key == _GRAPH_STATE:
+                graph_state = value
+            elif key.startswith(_WATERMARK):
                 self.watermarks[int(key[len(_WATERMARK) :])] = struct.unpack("<q", value)[0]
             elif key.startswith(_TRANSITIONS):
                 transitions.append((key[len(_TRANSITIONS) :].decode("utf-8"), value))
@@ -161,6 +181,8 @@ class ItemStage:
                 n += 1
         for item_id, raw in transitions:
             self.table.graph.decode_row(self.table.row(item_id), raw, self.table.row)
+        if graph_state is not None:
+            self._decode_graph_state(graph_state)
         if rows:
             self.table.set_memory(torch.tensor(rows, device=self.table.device), torch.stack(mems).to(self.table.device))
         logger.info("item stage restored %d items, watermarks %s", n, self.watermarks)
@@ -198,10 +220,39 @@ class ItemStage:
                 self.watermarks[int(p)] = int(o)
         changed = sorted(set(rows.tolist()))
         transitions_changed = table.graph.observe(up.prev_rows[keep], rows)
-        self._persist(changed, sorted(set(transitions_changed)))
+        cfg = self.model.cfg
+        snapshot = cfg.use_graph_snapshots and table.graph.events_since_snapshot >= cfg.snapshot_every
+        if snapshot:
+            table.take_snapshot()
+        self._persist(changed, sorted(set(transitions_changed)), snapshot)
         return changed
 
-    def _persist(self, rows: list[int], transition_rows: list[int]) -> None:
+    def _encode_graph_state(self) -> bytes:
+        table = self.table
+        state = table.graph_state.cpu().numpy().astype("<f2")
+        parts = [struct.pack("<I", len(table))]
+        for r, item_id in enumerate(table.ids):
+            b = item_id.encode("utf-8")
+            parts.append(bytes([len(b)]) + b + state[r].tobytes())
+        return b"".join(parts)
+
+    def _decode_graph_state(self, raw: bytes) -> None:
+        table = self.table
+        (n,) = struct.unpack_from("<I", raw, 0)
+        pos, d = 4, table.dim
+        rows, vecs = [], []
+        for _ in range(n):
+            ln = raw[pos]
+            rows.append(table.row(raw[pos + 1 : pos + 1 + ln].decode("utf-8")))
+            pos += 1 + ln
+            vecs.append(np.frombuffer(raw, "<f2", d, pos).astype(np.float32))
+            pos += 2 * d
+        state = torch.zeros(len(table), d, device=table.device)
+        if rows:
+            state[torch.tensor(rows, device=table.device)] = torch.from_numpy(np.stack(vecs)).to(table.device)
+        table.set_graph_state(state)
+
+    def _persist(self, rows: list[int], transition_rows: list[int], snapshot: bool = False) -> None:
         if self.store is None:
             return
         table = self.table
@@ -211,6 +262,8 @@ class ItemStage:
             tx.put(_ITEM + table.ids[r].encode("utf-8"), encode_item(ItemState(mem[k], table.last_t[r], int(table.count[r]))))
         for j in transition_rows:
             tx.put(_TRANSITIONS + table.ids[j].encode("utf-8"), table.graph.encode_row(j, table.ids))
+        if snapshot:
+            tx.put(_GRAPH_STATE, self._encode_graph_state())
         for p, o in self.watermarks.items():
             tx.put(_WATERMARK + str(p).encode(), struct.pack("<q", o))
         self.store.write(tx)

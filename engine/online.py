@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from engine.context import UserContext
 from engine.scoring import score_items
 
 if TYPE_CHECKING:
@@ -29,9 +29,7 @@ __all__ = ["Examples", "OnlineConfig", "OnlineLearner"]
 @dataclass
 class Examples:
     user_mem: Tensor  # [E, d] memory before the event
-    prof_rows: Tensor  # [E, M] the user's profile items before the event
-    prof_feats: Tensor  # [E, M, Fp]
-    last_rows: np.ndarray  # [E] the user's last item before the event (-1 = none)
+    ctx: UserContext  # [E] the user's context just before the event, at the event's time
     targets: Tensor  # [E] the event's item row
 
 
@@ -67,16 +65,13 @@ class OnlineLearner:
         model.train()
         with torch.enable_grad():
             static = model.item_static.weight
-            vectors = model.item_vectors(static, table.memory[:n_model])
-            prof = ex.prof_rows[keep][ok]
-            known = (prof >= 0) & (prof < n_model)
-            prof = torch.where(known, prof, torch.full_like(prof, -1))
-            feats = ex.prof_feats[keep][ok] * known.unsqueeze(-1)
-            last_rows = ex.last_rows[keep][ok.cpu().numpy()]
-            last_rows = np.where(last_rows < n_model, last_rows, -1)
-            scores = score_items(
-                model, table.graph, vectors, model.item_bias, ex.user_mem[keep][ok], prof, feats, last_rows
-            )
+            vectors = model.item_vectors(static, table.memory[:n_model], table.graph_state[:n_model])
+            ctx = ex.ctx[keep][ok]
+            known = (ctx.prof_rows >= 0) & (ctx.prof_rows < n_model)
+            ctx.prof_rows = torch.where(known, ctx.prof_rows, torch.full_like(ctx.prof_rows, -1))
+            ctx.prof_feats = ctx.prof_feats * known.unsqueeze(-1)
+            ctx.hist_rows = torch.where(ctx.hist_rows < n_model, ctx.hist_rows, torch.full_like(ctx.hist_rows, -1))
+            scores = score_items(model, table.graph, vectors, model.item_bias, ex.user_mem[keep][ok], ctx)
             loss = F.cross_entropy(scores, targets[ok])
             self.opt.zero_grad()
             loss.backward()

@@ -7,19 +7,17 @@ keeps up to ``max_items`` distinct items (least recently used evicted first), ea
 - ``acc[k]``: Σ decay_k^(events ago) over the user's events on the item, stored as of ``last_n``;
 - ``count`` and ``last_t`` (time of the last use) and ``last_n`` (the user's event number then).
 
-Features at scoring time (the user's latest event is "now"):
+Features at a query time "now" (by default the user's latest event):
 ``[acc_k · decay_k^(n − last_n) for each k, log(1 + count), 1 / (1 + log(1 + age) / 10), 1 / (1 + distinct-recency rank)]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from engine.codec import UserState
 
-__all__ = ["N_PROFILE_FEATURES", "PROFILE_DECAYS", "profile_arrays", "profile_snapshots", "update_profile"]
+__all__ = ["N_PROFILE_FEATURES", "PROFILE_DECAYS", "profile_features", "update_profile"]
 
 PROFILE_DECAYS = (0.5, 0.9)
 N_PROFILE_FEATURES = len(PROFILE_DECAYS) + 3
@@ -53,9 +51,9 @@ def update_profile(st: UserState, item: str, t: float, max_items: int) -> None:
             lst.pop()
 
 
-def profile_features(st: UserState) -> np.ndarray:
-    """``[len(profile), N_PROFILE_FEATURES]`` features of the user's profile items, "now" being the
-    user's latest event."""
+def profile_features(st: UserState, now: float | None = None) -> np.ndarray:
+    """``[len(profile), N_PROFILE_FEATURES]`` features of the user's profile items at time ``now``
+    (default: the user's latest event)."""
     m = len(st.prof_items)
     out = np.zeros((m, N_PROFILE_FEATURES), np.float32)
     if not m:
@@ -65,46 +63,8 @@ def profile_features(st: UserState) -> np.ndarray:
     out[:, : len(PROFILE_DECAYS)] = acc * np.asarray(PROFILE_DECAYS)[None, :] ** gap[:, None]
     c = len(PROFILE_DECAYS)
     out[:, c] = np.log1p(np.asarray(st.prof_count, np.float64))
-    age = np.maximum(st.prof_last_t[0] - np.asarray(st.prof_last_t, np.float64), 0.0)
+    ref = st.prof_last_t[0] if now is None or np.isnan(now) else now
+    age = np.maximum(ref - np.asarray(st.prof_last_t, np.float64), 0.0)
     out[:, c + 1] = 1.0 / (1.0 + np.log1p(age) / 10.0)
     out[:, c + 2] = 1.0 / (1.0 + np.arange(m))
     return out
-
-
-def profile_arrays(
-    states: Sequence[UserState], rows_of, max_items: int  # type: ignore[no-untyped-def]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Batch the profiles: item rows ``[B, M]`` (-1 = empty) and features ``[B, M, F]``.
-    ``rows_of`` maps a list of item ids to rows."""
-    rows = np.full((len(states), max_items), -1, np.int64)
-    feats = np.zeros((len(states), max_items, N_PROFILE_FEATURES), np.float32)
-    for b, st in enumerate(states):
-        m = min(len(st.prof_items), max_items)
-        if m:
-            rows[b, :m] = rows_of(st.prof_items[:m])
-            feats[b, :m] = profile_features(st)[:m]
-    return rows, feats
-
-
-def profile_snapshots(
-    users: np.ndarray, items: np.ndarray, ts: np.ndarray, max_items: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each event of a chronological log (dense user and item indices), the user's profile just
-    before it: rows ``[E, M]``, features ``[E, M, F]``, and the user's last item ``[E]`` (-1 = none).
-    The same update and feature code as the stream, so training sees what serving sees."""
-    e_n = len(users)
-    rows = np.full((e_n, max_items), -1, np.int32)
-    feats = np.zeros((e_n, max_items, N_PROFILE_FEATURES), np.float32)
-    last = np.full(e_n, -1, np.int64)
-    states: dict[int, UserState] = {}
-    for e, (u, i, t) in enumerate(zip(users.tolist(), items.tolist(), ts.tolist())):
-        st = states.get(u)
-        if st is None:
-            st = states[u] = UserState.empty(0)
-        m = len(st.prof_items)
-        if m:
-            rows[e, :m] = st.prof_items
-            feats[e, :m] = profile_features(st)
-            last[e] = st.prof_items[0]
-        update_profile(st, i, t, max_items)
-    return rows, feats, last

@@ -3,10 +3,9 @@ so the three see exactly the same inputs."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from torch import Tensor
 
+from engine.context import UserContext
 from engine.graph import ItemGraph
 from models.interest import InterestModel
 
@@ -16,21 +15,22 @@ CONTEXT_ITEMS = 4  # the user's most recent distinct items whose transitions fee
 
 
 def score_items(
-    model: InterestModel,
-    graph: ItemGraph,
-    vectors: Tensor,
-    bias: Tensor,
-    mem: Tensor,
-    prof_rows: Tensor,
-    prof_feats: Tensor,
-    last_rows: np.ndarray,
+    model: InterestModel, graph: ItemGraph, vectors: Tensor, bias: Tensor, mem: Tensor, ctx: UserContext
 ) -> Tensor:
     """Scores ``[B, N]`` of the ``N`` items with ``vectors`` ``[N, d]`` and ``bias`` ``[N]`` for users with
-    memories ``mem`` ``[B, d]``, profiles ``[B, M]`` / ``[B, M, F]`` and last item rows ``[B]`` (-1 = none)."""
+    memories ``mem`` ``[B, d]`` and contexts ``ctx`` (on the same device)."""
     n = vectors.shape[0]
     dev = mem.device
-    last = torch.from_numpy(last_rows).to(dev)
-    last_vec = torch.where((last >= 0).unsqueeze(1), vectors[last.clamp(min=0)], torch.zeros_like(mem))
-    q = model.query(mem, last_vec)
-    transitions = graph.transition_features(prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, dev)
-    return model.scores(q, vectors, bias, prof_rows, prof_feats, transitions, graph.trending(n, dev))
+    seq_len = min(model.cfg.seq_len, ctx.hist_rows.shape[1])
+    hist = ctx.hist_rows[:, :seq_len]
+    valid = hist >= 0
+    hist_vecs = vectors[hist.clamp(min=0)] * valid.unsqueeze(-1)  # [B, L, d]
+    last = ctx.last_rows
+    last_vec = vectors[last.clamp(min=0)] * (last >= 0).unsqueeze(-1)
+    q = model.query(
+        mem, last_vec, hist_vecs, ctx.hist_ages[:, :seq_len], ctx.hist_types[:, :seq_len], valid, ctx.gap
+    )
+    transitions = graph.transition_features(ctx.prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, dev)
+    return model.scores(
+        q, vectors, bias, ctx.prof_rows, ctx.prof_feats, transitions, graph.trending(n, dev), ctx.gap
+    )

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from engine.data import InteractionLog
 from engine.graph import ItemGraph
-from engine.profile import profile_snapshots
+from engine.context import log_contexts
 from engine.scoring import score_items
 from models.interest import InterestConfig, InterestModel
 
@@ -41,6 +41,12 @@ class TrainConfig:
     profile_items: int = 48
     use_memory: bool = True
     use_item_bias: bool = True
+    seq_len: int = 16
+    use_sequence: bool = True
+    use_time_projection: bool = True
+    trending_horizons: tuple[float, ...] = (1_000.0, 100_000.0)
+    use_graph_snapshots: bool = False
+    snapshot_every: int = 5_000
 
 
 @dataclass
@@ -74,14 +80,15 @@ def train(
     user_index: dict[str, int] = {}
     users = np.array([user_index.setdefault(u, len(user_index)) for u in log.users], np.int64)
     items = np.array([item_index[i] for i in log.items], np.int64)
-    prof_rows_np, prof_feats_np, last_np = profile_snapshots(users, items, log.ts, cfg.profile_items)
-    prof_rows = torch.from_numpy(prof_rows_np).long()  # [E, M]
-    prof_feats = torch.from_numpy(prof_feats_np)  # [E, M, F]
+    contexts = log_contexts(users, items, log.ts, log.event_types, cfg.profile_items, cfg.seq_len)
+    last_np = contexts.last_rows.numpy()
     n_users, n_items, n = len(user_index), len(item_ids), len(log)
     model = InterestModel(
         InterestConfig(
             n_items=n_items, dim=cfg.dim, profile_items=cfg.profile_items, use_memory=cfg.use_memory,
-            use_item_bias=cfg.use_item_bias,
+            use_item_bias=cfg.use_item_bias, seq_len=cfg.seq_len, use_sequence=cfg.use_sequence,
+            use_time_projection=cfg.use_time_projection, trending_horizons=tuple(cfg.trending_horizons),
+            use_graph_snapshots=cfg.use_graph_snapshots, snapshot_every=cfg.snapshot_every,
         )
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -95,13 +102,23 @@ def train(
         item_mem = torch.zeros(n_items, cfg.dim)
         user_t = torch.full((n_users,), float("nan"))
         item_t = torch.full((n_items,), float("nan"))
-        graph = ItemGraph(n_items)
+        graph = ItemGraph(n_items, model.cfg.trending_horizons)
         pending: np.ndarray | None = None
+        # item-graph snapshots: states H_k are recomputed with gradients in each batch from the
+        # detached H_{k-1} and the closed snapshot's edges (one step of backpropagation through time)
+        graph_prev = torch.zeros(n_items, cfg.dim)
+        graph_state, edges = graph_prev, None
         total, count = 0.0, 0
         for b0 in range(0, n, cfg.batch_size):
             cur = np.arange(b0, min(n, b0 + cfg.batch_size))
             u_all, i_all = user_mem, item_mem
-            vectors = model.item_vectors(model.item_static.weight, item_mem)
+            if cfg.use_graph_snapshots:
+                if graph.events_since_snapshot >= cfg.snapshot_every:
+                    graph_prev = graph_state.detach()
+                    edges = graph.snapshot_edges(n_items, graph_prev.device)
+                if edges is not None:
+                    graph_state = model.graph_model(model.item_static.weight, *edges, graph_prev)
+            vectors = model.item_vectors(model.item_static.weight, item_mem, graph_state)
             if pending is not None:
                 pu = pending[_last_per_key(users[pending])]
                 pi = pending[_last_per_key(items[pending])]
@@ -116,11 +133,9 @@ def train(
                 )
                 u_all = user_mem.index_put((ur,), new_u)
                 i_all = item_mem.index_put((ir,), new_i)
-                vectors = model.item_vectors(model.item_static.weight, i_all)
+                vectors = model.item_vectors(model.item_static.weight, i_all, graph_state)
             cu = torch.from_numpy(users[cur])
-            scores = score_items(
-                model, graph, vectors, model.item_bias, u_all[cu], prof_rows[cur], prof_feats[cur], last_np[cur]
-            )
+            scores = score_items(model, graph, vectors, model.item_bias, u_all[cu], contexts[torch.from_numpy(cur)])
             loss = F.cross_entropy(scores, torch.from_numpy(items[cur]))
             opt.zero_grad()
             loss.backward()

@@ -2,11 +2,15 @@
 
 Item vectors combine a learned static embedding with the item's temporal memory:
 
-.. math::  v_i = E_i + W_m s_i
+.. math::  v_i = E_i + W_m s_i \\; (+ W_g H_i)
 
-A user's query is built from the memory and the vector of the last item used (a learned transition):
+(H_i: the item's state in the item-graph snapshot model, models/graph_context.py, when it is on.)
 
-.. math::  q_u = \\mathrm{MLP}([s_u \\,\\|\\, v_{last(u)}])
+A user's query is built from the memory, the vector of the last item used (a learned transition)
+and the sequence model's summary of the last L events (models/sequence.py), then projected to the
+query time t_q, a gap Δ = t_q − t_u after the user's last event (JODIE's projection):
+
+.. math::  q_u(t_q) = \\mathrm{MLP}([s_u \\,\\|\\, v_{last(u)} \\,\\|\\, z_u]) \\odot (1 + W_p \\phi(\\log(1 + Δ)))
 
 and an item's score adds a learned bias, a learned function of the user's own relation to the item,
 and learned weights on the item's global popularity:
@@ -16,8 +20,8 @@ and learned weights on the item's global popularity:
 where x_ui holds the user's profile features of item i (recency-weighted counts Σ γ^(events ago)
 for each decay γ, the count, how recently in time and in distinct items the user last used i; see
 engine/profile.py) and the transition from the user's last item to i (log count and share of the
-last item's transitions);
-g is a small MLP with g(0) = 0, and p_i is log decayed popularity at two horizons. On real logs most
+last item's transitions) and the gap Δ, so how much the user's own history counts depends on how
+long they have been away; g is a small MLP with g(0) = 0, and p_i is log decayed popularity at several horizons. On real logs most
 interactions return to an item the user already used, and the strongest simple baselines are
 exactly these statistics; the model learns how to weigh them against the memory.
 """
@@ -30,7 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from models.graph_context import GraphSnapshotModel
 from models.memory import MemoryConfig, TemporalMemory
+from models.sequence import SequenceConfig, SequenceEncoder
 
 __all__ = ["InterestConfig", "InterestModel"]
 
@@ -44,11 +50,17 @@ class InterestConfig:
     event_dim: int = 8
     profile_items: int = 48  # distinct items per user profile (M)
     n_profile_features: int = 5
+    seq_len: int = 16  # events the sequence model reads (at most engine.fold.HISTORY)
     n_transition_features: int = 3
     feature_hidden: int = 32
-    n_trending: int = 2
+    # popularity half-lives in events: recent bursts and the long run
+    trending_horizons: tuple[float, ...] = (1_000.0, 100_000.0)
     use_memory: bool = True  # ablation switch: the q·v term of memory and static item vectors
     use_item_bias: bool = True  # a static per-item bias (popularity in the training period)
+    use_sequence: bool = True  # ablation switch: the sequence model's summary in the query
+    use_time_projection: bool = True  # ablation switch: projection to the query time and the gap feature
+    use_graph_snapshots: bool = False  # the item-graph snapshot model (models/graph_context.py)
+    snapshot_every: int = 5_000  # events per item-graph snapshot
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,14 +76,20 @@ class InterestModel(nn.Module):
         self.item_static = nn.Embedding(cfg.n_items, cfg.dim)
         self.item_bias = nn.Parameter(torch.zeros(cfg.n_items))
         self.mem_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.query_mlp = nn.Sequential(nn.Linear(2 * cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
-        n_feat = cfg.n_profile_features + cfg.n_transition_features
+        self.sequence = SequenceEncoder(SequenceConfig(cfg.dim, cfg.time_dim, cfg.n_event_types))
+        self.query_mlp = nn.Sequential(nn.Linear(3 * cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
+        self.projection = nn.Linear(cfg.time_dim, cfg.dim, bias=False)
+        n_feat = cfg.n_profile_features + cfg.n_transition_features + 1
         self.pair_mlp = nn.Sequential(nn.Linear(n_feat, cfg.feature_hidden), nn.GELU(), nn.Linear(cfg.feature_hidden, 1))
-        self.trend = nn.Linear(cfg.n_trending, 1, bias=False)
+        self.trend = nn.Linear(len(cfg.trending_horizons), 1, bias=False)
+        self.graph_model = GraphSnapshotModel(cfg.dim)
+        self.graph_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         self.memory.reset_parameters()
+        self.sequence.reset_parameters()
+        nn.init.zeros_(self.projection.weight)  # starts as the identity: q(t_q) = q
         nn.init.normal_(self.item_static.weight, std=0.1)
         nn.init.zeros_(self.item_bias)
         nn.init.zeros_(self.mem_proj.weight)
@@ -79,14 +97,39 @@ class InterestModel(nn.Module):
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
         nn.init.zeros_(self.trend.weight)
+        self.graph_model.reset_parameters()
+        nn.init.zeros_(self.graph_proj.weight)
 
-    def item_vectors(self, static: Tensor, memory: Tensor) -> Tensor:
-        """Item vectors ``[N, d]`` from static embeddings ``[N, d]`` and memories ``[N, d]``."""
-        return static + self.mem_proj(memory)
+    def item_vectors(self, static: Tensor, memory: Tensor, graph_state: Tensor | None = None) -> Tensor:
+        """Item vectors ``[N, d]`` from static embeddings ``[N, d]``, memories ``[N, d]`` and, with the
+        snapshot model on, graph states ``[N, d]``."""
+        v = static + self.mem_proj(memory)
+        if graph_state is not None and self.cfg.use_graph_snapshots:
+            v = v + self.graph_proj(graph_state)
+        return v
 
-    def query(self, user_mem: Tensor, last_item_vec: Tensor) -> Tensor:
-        """The user's query vector ``[B, d]``; ``last_item_vec`` is zeros for a user with no history."""
-        return self.query_mlp(torch.cat([user_mem, last_item_vec], dim=-1))
+    def gap_code(self, gap: Tensor) -> Tensor:
+        """``[B, 1]`` the gap between the user's last event and the query time, in seconds ``[B]``,
+        on a log scale (0 when the time projection is off)."""
+        g = torch.log1p(gap.clamp(min=0)).unsqueeze(-1) / 10.0
+        return g if self.cfg.use_time_projection else torch.zeros_like(g)
+
+    def query(
+        self, user_mem: Tensor, last_item_vec: Tensor, hist_vecs: Tensor, hist_ages: Tensor, hist_types: Tensor,
+        hist_valid: Tensor, gap: Tensor,
+    ) -> Tensor:
+        """The user's query vector ``[B, d]`` at the query time: memories ``[B, d]``, last item vectors
+        ``[B, d]`` (zeros for a user with no history), the last events ``[B, L, …]`` (see
+        :class:`SequenceEncoder`) and the gap ``[B]`` since the user's last event."""
+        z = (
+            self.sequence(hist_vecs, hist_ages, hist_types, hist_valid)
+            if self.cfg.use_sequence
+            else torch.zeros_like(user_mem)
+        )
+        q = self.query_mlp(torch.cat([user_mem, last_item_vec, z], dim=-1))
+        if not self.cfg.use_time_projection:
+            return q
+        return q * (1 + self.projection(self.memory.time_enc(10.0 * self.gap_code(gap))))
 
     def pair_features(self, prof_rows: Tensor, prof_feats: Tensor, transitions: Tensor, n_items: int) -> Tensor:
         """``[B, N, F]`` user–item features: the profile features ``[B, M, Fp]`` of each user's profile
@@ -107,11 +150,14 @@ class InterestModel(nn.Module):
         prof_feats: Tensor,
         transitions: Tensor,
         trending: Tensor,
+        gap: Tensor,
     ) -> Tensor:
         """Scores ``[B, N]`` of every item: queries ``[B, d]``, item vectors ``[N, d]``, biases ``[N]``,
-        profiles ``[B, M]`` and ``[B, M, Fp]``, transition features ``[B, N, 2]``, popularity ``[N, n_trending]``."""
+        profiles ``[B, M]`` and ``[B, M, Fp]``, transition features ``[B, N, 3]``, popularity
+        ``[N, H]`` at H horizons, and the gap ``[B]`` since each user's last event."""
         n = item_vecs.shape[0]
         x = self.pair_features(prof_rows, prof_feats, transitions, n)  # [B, N, F]
+        x = torch.cat([x, self.gap_code(gap).unsqueeze(1).expand(-1, n, -1)], dim=-1)
         # Most (user, item) pairs are unrelated (x = 0): run the MLP on the related ones only; g(0) = 0.
         related = (transitions > 0).any(-1)  # [B, N]
         valid = prof_rows >= 0

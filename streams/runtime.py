@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ class Engine:
     store: RocksDBStateStore
     device: torch.device
     learner: OnlineLearner | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the fold vs web reads of the model
 
     def close(self) -> None:
         self.store.close()

@@ -132,6 +132,10 @@ class Worker:
         self.stats.busy_seconds += time.perf_counter() - t0
 
     def _fold(self, events: list[SourcedEvent]) -> None:
+        with self.engine.lock:
+            self._fold_locked(events)
+
+    def _fold_locked(self, events: list[SourcedEvent]) -> None:
         eng = self.engine
         result = eng.users.fold(events, collect_examples=eng.learner.cfg.max_examples if eng.learner else 0)
         self.stats.skipped += result.n_skipped

@@ -131,3 +131,44 @@ def test_item_graph_dense_and_sparse_paths_agree():
     ids = ["a", "b", "c", "d"]
     restored.decode_row(0, dense.encode_row(0, ids), ids.index)
     assert torch.allclose(restored.transition_features(np.array([0]), 4, torch.device("cpu")), a[:1])
+
+
+def test_item_graph_snapshot_edges_are_the_window_undirected():
+    from engine.graph import ItemGraph
+
+    g = ItemGraph(4)
+    g.observe(np.array([-1, 0, 1, 0, 2]), np.array([0, 1, 0, 1, 2]))
+    assert g.events_since_snapshot == 5
+    edges, w = g.snapshot_edges(4, torch.device("cpu"))
+    pairs = {(a, b): float(x) for a, b, x in zip(*edges.tolist(), w.tolist())}
+    # 0→1 twice and 1→0 once: one undirected edge of count 3; the self-loop 2→2 is dropped
+    assert pairs == {(0, 1): np.float32(np.log1p(3)), (1, 0): np.float32(np.log1p(3))}
+    assert g.events_since_snapshot == 0 and g.snapshot_edges(4, torch.device("cpu"))[0].shape == (2, 0)
+
+
+def test_graph_snapshot_states_are_taken_and_restored(item_ids, log):
+    from models.interest import InterestConfig, InterestModel
+
+    torch.manual_seed(0)
+    m = InterestModel(
+        InterestConfig(n_items=30, dim=16, time_dim=8, profile_items=5, use_graph_snapshots=True, snapshot_every=50)
+    ).eval()
+    store, items, _ = _run(m, item_ids, _events(log, 0, 120), batch=40)
+    assert items.table.graph_state.abs().sum() > 0  # two snapshots were taken (after 80 and 120 events)
+    _, restored, _ = _stages(m, item_ids, store)
+    assert torch.allclose(restored.table.graph_state, items.table.graph_state, atol=1e-2)  # stored as f16
+    assert torch.allclose(restored.table.vectors(), items.table.vectors(), atol=1e-2)
+
+
+def test_recommend_at_the_last_event_is_the_emitted_one_and_later_is_projected(model, item_ids, log):
+    users, _, store = _stages(model, item_ids)
+    res = users.fold(_events(log, 0, 60))
+    users.commit(res)
+    rec = res.recommendations[0]
+    st = decode_user(store.partition(user_partition_name(0)).get(rec.user_id.encode("utf-8")))
+    now = users.recommend(st, st.last_t)
+    assert [i.item_id for i in now] == [i.item_id for i in rec.items]
+    assert np.allclose([i.score for i in now], [i.score for i in rec.items], atol=1e-5)
+    torch.nn.init.normal_(model.projection.weight)  # a trained projection; zero (identity) at init
+    day_later = users.recommend(st, st.last_t + 86_400.0)
+    assert not np.allclose([i.score for i in day_later], [i.score for i in users.recommend(st, st.last_t)])

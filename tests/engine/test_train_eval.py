@@ -7,7 +7,7 @@ from engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoin
 from engine.data import read_csv
 from engine.evaluation import evaluate_stream, next_items, ranking_metrics, summarize
 from engine.online import OnlineConfig
-from engine.profile import profile_snapshots
+from engine.context import log_contexts
 from engine.train import TrainConfig, train
 
 CFG = TrainConfig(epochs=2, batch_size=50, dim=16, profile_items=5)
@@ -84,11 +84,18 @@ def test_next_items_and_histories():
     items = np.array(["a", "b", "c", "a"], dtype=object)
     nxt, idx = next_items(users.tolist(), items.tolist())
     assert nxt == ["c", None, "a", None] and idx.tolist() == [2, -1, 3, -1]
-    rows, feats, last = profile_snapshots(np.array([0, 1, 0, 0, 0]), np.array([5, 6, 7, 5, 8]), np.array([1.0, 2, 4, 9, 10]), 2)
-    assert rows.tolist() == [[-1, -1], [-1, -1], [5, -1], [7, 5], [5, 7]]
-    assert last.tolist() == [-1, -1, 5, 7, 5]
+    ctx = log_contexts(
+        np.array([0, 1, 0, 0, 0]), np.array([5, 6, 7, 5, 8]), np.array([1.0, 2, 4, 9, 10]), np.zeros(5, np.int64), 2, 3
+    )
+    assert ctx.prof_rows.tolist() == [[-1, -1], [-1, -1], [5, -1], [7, 5], [5, 7]]
+    assert ctx.last_rows.tolist() == [-1, -1, 5, 7, 5]
+    assert ctx.hist_rows.tolist() == [[-1] * 3, [-1] * 3, [5, -1, -1], [7, 5, -1], [5, 7, 5]]
+    # at each event's own time: event 4 (t=10) comes 1 s after the user's last event (t=9)
+    assert ctx.gap.tolist() == [0, 0, 3, 5, 1] and ctx.hist_ages[4].tolist() == [1, 6, 9]
+    feats = ctx.prof_feats
     # before the last event: item 5 used at events 1 and 3 (acc 0.5 = 1 + 0.5^2), now; item 7 one event ago
     assert feats[4, 0, 0] == 1.25 and feats[4, 1, 0] == 0.5 and feats[4, 0, 2] == np.float32(np.log1p(2))
+    assert feats[4, 0, 3] == np.float32(1 / (1 + np.log1p(1.0) / 10))  # last used 1 s before the query time
 
 
 def test_read_csv_with_and_without_header(tmp_path):

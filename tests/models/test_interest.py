@@ -34,8 +34,10 @@ def _score(m, rows):
     feats = torch.ones(*rows.shape, m.cfg.n_profile_features)
     with torch.no_grad():
         vecs = m.item_vectors(m.item_static.weight, torch.zeros(6, 8))
-        q = m.query(torch.zeros(2, 8), torch.zeros(2, 8))
-        return m.scores(q, vecs, m.item_bias, rows, feats, torch.zeros(2, 6, 3), torch.zeros(6, 2))
+        hist = torch.zeros(2, 3, 8)
+        gap = torch.tensor([5.0, 0.0])
+        q = m.query(torch.zeros(2, 8), torch.zeros(2, 8), hist, torch.ones(2, 3), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.bool), gap)
+        return m.scores(q, vecs, m.item_bias, rows, feats, torch.zeros(2, 6, 3), torch.zeros(6, 2), gap)
 
 
 def test_scores_shape_and_unrelated_items_get_no_pair_term():
