@@ -68,41 +68,42 @@ class ItemGraph:
                 changed.append(j)
         return changed
 
-    def transition_features(self, recent_rows: np.ndarray, n_items: int, device: torch.device) -> Tensor:
-        """``[B, N, 3]`` for each user's recent distinct items ``[B, K]`` (most recent first, -1 = none):
+    def transition_pairs(self, recent_rows: np.ndarray, n_items: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The items each user's recent distinct items ``[B, K]`` (most recent first, -1 = none) lead
+        to: pairs (user ``[P]``, item ``[P]``) with any transition count, and their features ``[P, 3]``:
         log(1 + count) and share of last-item → i among the last item's transitions, and
         log(1 + Σ_k 0.5^k · count(r_k → i)) over the items before it (the user's wider context)."""
         recent = np.asarray(recent_rows, np.int64).reshape(len(recent_rows), -1)
-        k = recent.shape[1]
-        weights = 0.5 ** np.arange(k)
-        counts = self._rows(recent, n_items)  # [B, K, N]
-        last = counts[:, 0]
-        total = last.sum(1, keepdim=True).clamp(min=1)
-        context = (counts[:, 1:] * torch.from_numpy(weights[1:]).float()[None, :, None]).sum(1)
-        return torch.stack([torch.log1p(last), last / total, torch.log1p(context)], dim=-1).to(device)
-
-    def _rows(self, rows: np.ndarray, n_items: int) -> Tensor:
-        """Transition counts ``[B, K, N]`` out of each row in ``rows`` ``[B, K]`` (zeros for -1)."""
-        b, k = rows.shape
+        weights = 0.5 ** np.arange(recent.shape[1])
         if self._dense is not None and n_items <= self._dense.shape[0]:
-            r = torch.from_numpy(rows)
-            return self._dense[r.clamp(min=0), :n_items] * (r >= 0).unsqueeze(-1)
-        out = torch.zeros((b, k, n_items))
-        ib, ik, ii, vals = [], [], [], []
-        for bi in range(b):
-            for ki in range(k):
-                j = int(rows[bi, ki])
-                row = self.out.get(j) if j >= 0 else None
-                if row:
-                    for i, c in row.items():
+            r = torch.from_numpy(recent)
+            counts = self._dense[r.clamp(min=0), :n_items] * (r >= 0).unsqueeze(-1)  # [B, K, N]
+            users, items = (counts.sum(1) > 0).nonzero(as_tuple=True)
+            c = counts[users, :, items]  # [P, K]
+            total = counts[:, 0].sum(1)[users]
+            ctx = (c[:, 1:] * torch.from_numpy(weights[1:]).float()).sum(1)
+            last = c[:, 0]
+        else:
+            ub, ii, lasts, ctxs, totals = [], [], [], [], []
+            for b in range(len(recent)):
+                acc: dict[int, list[float]] = {}
+                for k, j in enumerate(recent[b].tolist()):
+                    row = self.out.get(j) if j >= 0 else None
+                    for i, cnt in (row or {}).items():
                         if i < n_items:
-                            ib.append(bi)
-                            ik.append(ki)
-                            ii.append(i)
-                            vals.append(c)
-        if ib:
-            out[torch.tensor(ib), torch.tensor(ik), torch.tensor(ii)] = torch.tensor(vals)
-        return out
+                            a = acc.setdefault(i, [0.0, 0.0])
+                            a[0 if k == 0 else 1] += cnt if k == 0 else weights[k] * cnt
+                t0 = sum(self.out.get(int(recent[b, 0]), {}).values()) if recent.shape[1] and recent[b, 0] >= 0 else 0.0
+                for i, (lc, cc) in acc.items():
+                    ub.append(b)
+                    ii.append(i)
+                    lasts.append(lc)
+                    ctxs.append(cc)
+                    totals.append(t0)
+            users, items = torch.tensor(ub, dtype=torch.long), torch.tensor(ii, dtype=torch.long)
+            last, ctx, total = (torch.tensor(v, dtype=torch.float32) for v in (lasts, ctxs, totals))
+        feats = torch.stack([torch.log1p(last), last / total.clamp(min=1), torch.log1p(ctx)], dim=-1)
+        return users.to(device), items.to(device), feats.to(device)
 
     def snapshot_edges(self, n_items: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """Close the current snapshot: the undirected item–item edges ``[2, E]`` of the transitions

@@ -71,7 +71,11 @@ class ItemTable:
         return r
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
-        return np.fromiter((self.row(i) for i in item_ids), np.int64, len(item_ids))
+        index = self.index
+        try:
+            return np.array([index[i] for i in item_ids], np.int64)
+        except KeyError:  # a new item among them: add it
+            return np.fromiter((self.row(i) for i in item_ids), np.int64, len(item_ids))
 
     def _add(self, item_id: str) -> int:
         r = len(self.ids)

@@ -30,7 +30,7 @@ def score_items(
     q = model.query(
         mem, last_vec, hist_vecs, ctx.hist_ages[:, :seq_len], ctx.hist_types[:, :seq_len], valid, ctx.gap
     )
-    transitions = graph.transition_features(ctx.prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, dev)
+    transitions = graph.transition_pairs(ctx.prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, dev)
     return model.scores(
         q, vectors, bias, ctx.prof_rows, ctx.prof_feats, transitions, graph.trending(n, dev), ctx.gap
     )

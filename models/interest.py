@@ -131,15 +131,26 @@ class InterestModel(nn.Module):
             return q
         return q * (1 + self.projection(self.memory.time_enc(10.0 * self.gap_code(gap))))
 
-    def pair_features(self, prof_rows: Tensor, prof_feats: Tensor, transitions: Tensor, n_items: int) -> Tensor:
-        """``[B, N, F]`` user–item features: the profile features ``[B, M, Fp]`` of each user's profile
-        items ``[B, M]`` (-1 = empty) spread over all items, then the transition features ``[B, N, 2]``
-        of each user's last item. Zero for unrelated items."""
-        b, m, f = prof_feats.shape
-        valid = (prof_rows >= 0).unsqueeze(-1)
-        idx = prof_rows.clamp(min=0).unsqueeze(-1).expand(b, m, f)
-        x = torch.zeros((b, n_items, f), device=prof_feats.device).scatter_add_(1, idx, prof_feats * valid)
-        return torch.cat([x, transitions], dim=-1)
+    def pair_features(
+        self, prof_rows: Tensor, prof_feats: Tensor, trans: tuple[Tensor, Tensor, Tensor], gap: Tensor, n_items: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The related (user, item) pairs and their features: each user's profile items ``[B, M]``
+        (-1 = empty) with features ``[B, M, Fp]``, and the transition pairs (user ``[P]``, item ``[P]``,
+        features ``[P, 3]``) of engine.graph; a pair in both gets both. Returns users ``[R]``, items
+        ``[R]`` and features ``[R, Fp + 3 + 1]`` (the last: the user's gap code). Unrelated pairs
+        have all-zero features and are never materialised."""
+        valid = prof_rows >= 0
+        pu = valid.nonzero(as_tuple=True)[0]
+        pi = prof_rows[valid]
+        tu, ti, tf = trans
+        keys, inverse = torch.unique(torch.cat([pu * n_items + pi, tu * n_items + ti]), return_inverse=True)
+        fp = prof_feats.shape[-1]
+        x = torch.zeros((len(keys), fp + tf.shape[-1] + 1), device=prof_feats.device, dtype=prof_feats.dtype)
+        x[inverse[: len(pu)], :fp] = prof_feats[valid]
+        x[inverse[len(pu) :], fp : fp + tf.shape[-1]] = tf
+        users, items = keys // n_items, keys % n_items
+        x[:, -1] = self.gap_code(gap)[users, 0]
+        return users, items, x
 
     def scores(
         self,
@@ -148,24 +159,19 @@ class InterestModel(nn.Module):
         item_bias: Tensor,
         prof_rows: Tensor,
         prof_feats: Tensor,
-        transitions: Tensor,
+        transitions: tuple[Tensor, Tensor, Tensor],
         trending: Tensor,
         gap: Tensor,
     ) -> Tensor:
         """Scores ``[B, N]`` of every item: queries ``[B, d]``, item vectors ``[N, d]``, biases ``[N]``,
-        profiles ``[B, M]`` and ``[B, M, Fp]``, transition features ``[B, N, 3]``, popularity
-        ``[N, H]`` at H horizons, and the gap ``[B]`` since each user's last event."""
+        profiles ``[B, M]`` and ``[B, M, Fp]``, transition pairs (see :meth:`pair_features`),
+        popularity ``[N, H]`` at H horizons, and the gap ``[B]`` since each user's last event."""
         n = item_vecs.shape[0]
-        x = self.pair_features(prof_rows, prof_feats, transitions, n)  # [B, N, F]
-        x = torch.cat([x, self.gap_code(gap).unsqueeze(1).expand(-1, n, -1)], dim=-1)
-        # Most (user, item) pairs are unrelated (x = 0): run the MLP on the related ones only; g(0) = 0.
-        related = (transitions > 0).any(-1)  # [B, N]
-        valid = prof_rows >= 0
-        users = torch.arange(prof_rows.shape[0], device=prof_rows.device).unsqueeze(1).expand_as(prof_rows)
-        related[users[valid], prof_rows[valid]] = True
-        g = torch.zeros(related.shape, device=x.device, dtype=x.dtype)
-        g[related] = (self.pair_mlp(x[related]) - self.pair_mlp(torch.zeros_like(x[:1, 0]))).squeeze(-1)
-        out = g + self.trend(trending).squeeze(-1)
+        out = self.trend(trending).squeeze(-1)  # [N]
         if self.cfg.use_item_bias:
             out = out + item_bias
-        return out + query @ item_vecs.T if self.cfg.use_memory else out.expand(query.shape[0], -1)
+        out = out + query @ item_vecs.T if self.cfg.use_memory else out.expand(query.shape[0], -1).clone()
+        # g(x) on the related pairs only (most pairs are unrelated: x = 0 and g(0) = 0)
+        users, items, x = self.pair_features(prof_rows, prof_feats, transitions, gap, n)
+        g = (self.pair_mlp(x) - self.pair_mlp(torch.zeros_like(x[:1]))).squeeze(-1)
+        return out.index_put((users, items), g, accumulate=True)

@@ -116,21 +116,26 @@ def test_item_graph_dense_and_sparse_paths_agree():
     sparse = g.ItemGraph(4)
     sparse._dense = None
     sparse.observe(prev, rows)
-    last = np.array([0, 2, -1])
-    a = dense.transition_features(last, 4, torch.device("cpu"))
-    b = sparse.transition_features(last, 4, torch.device("cpu"))
-    assert torch.allclose(a, b)
-    assert torch.allclose(a[0, :, 1], torch.tensor([0.0, 2 / 3, 1 / 3, 0.0]))
-    assert a[2].abs().sum() == 0
+    cpu = torch.device("cpu")
+
+    def as_dict(pairs):
+        return {(u, i): f for u, i, f in zip(pairs[0].tolist(), pairs[1].tolist(), pairs[2].tolist())}
+
+    last = np.array([[0], [2], [-1]])
+    a = as_dict(dense.transition_pairs(last, 4, cpu))
+    assert a == as_dict(sparse.transition_pairs(last, 4, cpu))
+    # out of item 0: to 1 twice, to 2 once; user 2 has no history
+    assert set(a) == {(0, 1), (0, 2), (1, 3)} and np.allclose(a[(0, 1)], [np.log1p(2), 2 / 3, 0.0])
     # the wider context: transitions out of the items before the last one, halved per step back
-    ctx = dense.transition_features(np.array([[0, 2, 1]]), 4, torch.device("cpu"))
-    assert torch.allclose(ctx[0, :, 2], torch.log1p(torch.tensor([0.25, 0.0, 0.0, 0.5])))
-    assert torch.allclose(ctx, sparse.transition_features(np.array([[0, 2, 1]]), 4, torch.device("cpu")))
+    ctx = as_dict(dense.transition_pairs(np.array([[0, 2, 1]]), 4, cpu))
+    assert ctx.keys() == {(0, 0), (0, 1), (0, 2), (0, 3)}
+    assert np.allclose([ctx[(0, i)][2] for i in range(4)], np.log1p([0.25, 0.0, 0.0, 0.5]))
+    assert ctx == as_dict(sparse.transition_pairs(np.array([[0, 2, 1]]), 4, cpu))
     # a restored row matches
     restored = g.ItemGraph(4)
     ids = ["a", "b", "c", "d"]
     restored.decode_row(0, dense.encode_row(0, ids), ids.index)
-    assert torch.allclose(restored.transition_features(np.array([0]), 4, torch.device("cpu")), a[:1])
+    assert as_dict(restored.transition_pairs(np.array([[0]]), 4, cpu)) == {k: v for k, v in a.items() if k[0] == 0}
 
 
 def test_item_graph_snapshot_edges_are_the_window_undirected():

@@ -16,18 +16,17 @@ def test_memory_update_shapes_and_determinism():
     assert mem.update_items(*args).shape == (5, 8)
 
 
-def test_pair_features_spread_profile_and_transitions_over_items():
+def test_pair_features_list_profile_and_transition_pairs_once():
     m = InterestModel(InterestConfig(n_items=4, dim=8, profile_items=3, n_profile_features=2))
     rows = torch.tensor([[2, 1, -1], [-1, -1, -1]])
     feats = torch.tensor([[[1.0, 0.5], [0.25, 2.0], [9.0, 9.0]], [[7.0, 7.0], [0.0, 0.0], [0.0, 0.0]]])
-    trans = torch.zeros(2, 4, 2)
-    trans[0, 3, 0] = 1.0
-    x = m.pair_features(rows, feats, trans, 4)
-    assert x.shape == (2, 4, 4)
-    assert torch.equal(x[0, 2, :2], torch.tensor([1.0, 0.5])) and torch.equal(x[0, 1, :2], torch.tensor([0.25, 2.0]))
-    assert x[0, 0].abs().sum() == 0  # empty profile slots add nothing, even to item 0
-    assert x[0, 3, 2] == 1.0
-    assert torch.count_nonzero(x[1]) == 0
+    # transitions of user 0 to items 3 and 2 (2 is also in the profile)
+    trans = (torch.tensor([0, 0]), torch.tensor([3, 2]), torch.tensor([[1.0, 0.5, 0.0], [2.0, 0.5, 0.0]]))
+    users, items, x = m.pair_features(rows, feats, trans, torch.tensor([0.0, 5.0]), 4)
+    pairs = {(u, i): row for u, i, row in zip(users.tolist(), items.tolist(), x.tolist())}
+    assert set(pairs) == {(0, 1), (0, 2), (0, 3)}  # empty profile slots and user 1 add nothing
+    assert pairs[(0, 2)][:5] == [1.0, 0.5, 2.0, 0.5, 0.0] and pairs[(0, 1)][:5] == [0.25, 2.0, 0.0, 0.0, 0.0]
+    assert pairs[(0, 3)][:5] == [0.0, 0.0, 1.0, 0.5, 0.0]
 
 
 def _score(m, rows):
@@ -37,7 +36,8 @@ def _score(m, rows):
         hist = torch.zeros(2, 3, 8)
         gap = torch.tensor([5.0, 0.0])
         q = m.query(torch.zeros(2, 8), torch.zeros(2, 8), hist, torch.ones(2, 3), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.bool), gap)
-        return m.scores(q, vecs, m.item_bias, rows, feats, torch.zeros(2, 6, 3), torch.zeros(6, 2), gap)
+        none = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, 3))
+        return m.scores(q, vecs, m.item_bias, rows, feats, none, torch.zeros(6, 2), gap)
 
 
 def test_scores_shape_and_unrelated_items_get_no_pair_term():
