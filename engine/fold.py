@@ -35,6 +35,9 @@ __all__ = ["FoldResult", "SourcedEvent", "UserStage", "rank_of", "user_partition
 
 logger = logging.getLogger(__name__)
 
+#: user–item scores held at once when ranking the whole catalogue (64M float32 = 256 MiB): a batch's
+#: users are scored in chunks of SCORE_BUDGET // catalogue size.
+SCORE_BUDGET = 64 * 2**20
 SUMMARY_RATE = 0.02  # slow interest summary: an exponential average over roughly the last 50 events
 
 
@@ -188,9 +191,7 @@ class UserStage:
 
         # One recommendation per user, for their last event in this batch.
         user_states = [states[k] for k in keys]
-        scores = self._scores(mem, user_states)
-        k_top = min(self.top_k, scores.shape[1])
-        top_scores, top_rows = torch.topk(scores, k_top, dim=1)
+        top_scores, top_rows = self._top_k(mem, user_states)
         top_scores_l = top_scores.cpu().tolist()
         top_rows_l = top_rows.cpu().tolist()
         last_event_of = {}
@@ -258,6 +259,18 @@ class UserStage:
 
     def _scores(self, mem: Tensor, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> Tensor:
         return self.score_context(mem, self._context(states, now))
+
+    def _top_k(self, mem: Tensor, states: Sequence[UserState]) -> tuple[Tensor, Tensor]:
+        """Exact top-k scores and rows ``[B, k]``, scoring at most :data:`SCORE_BUDGET` user–item
+        pairs at a time, so a large catalogue never needs a [users, items] matrix for the whole batch."""
+        n = len(self.items)
+        k = min(self.top_k, n)
+        chunk = max(1, SCORE_BUDGET // max(n, 1))
+        parts = [
+            torch.topk(self._scores(mem[c : c + chunk], states[c : c + chunk]), k, dim=1)
+            for c in range(0, len(states), chunk)
+        ]
+        return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
 
     @torch.no_grad()
     def recommend(self, st: UserState, at: float, k: int | None = None) -> list[ScoredItem]:

@@ -177,3 +177,13 @@ def test_recommend_at_the_last_event_is_the_emitted_one_and_later_is_projected(m
     torch.nn.init.normal_(model.projection.weight)  # a trained projection; zero (identity) at init
     day_later = users.recommend(st, st.last_t + 86_400.0)
     assert not np.allclose([i.score for i in day_later], [i.score for i in users.recommend(st, st.last_t)])
+
+
+def test_top_k_in_user_chunks_equals_one_pass(model, item_ids, log, monkeypatch):
+    from engine import fold
+
+    events = _events(log, 0, 80)
+    whole = _stages(model, item_ids)[0].fold(events).recommendations
+    monkeypatch.setattr(fold, "SCORE_BUDGET", 3 * len(item_ids))  # three users at a time
+    chunked = _stages(model, item_ids)[0].fold(events).recommendations
+    assert [[i.item_id for i in r.items] for r in chunked] == [[i.item_id for i in r.items] for r in whole]

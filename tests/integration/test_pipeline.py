@@ -212,3 +212,66 @@ def test_worker_killed_mid_stream_resumes_without_loss_or_double_fold(settings, 
         assert counts == len(events)  # the item stage folded each event exactly once as well
     finally:
         store.close()
+
+
+def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings):
+    """The worker and `tide evaluate` run the same fold: the ranks its emitted recommendations give
+    each user's next item match the offline evaluator's (ranked as emitted, online learning off)."""
+    import numpy as np
+
+    from engine.checkpoint import latest_checkpoint, load_checkpoint
+    from engine.data import InteractionLog
+    from engine.evaluation import evaluate_stream
+    from engine.online import OnlineConfig
+    from streams.broker import create_topics
+    from streams.config import Topics
+    from streams.topics import topic_specs
+    from tests.integration.conftest import N_ITEMS
+
+    t = settings.topics
+    one = settings.model_copy(
+        update={
+            # one event per user per micro-batch, so every event gets its own recommendation
+            "partitions": 1, "top_k": N_ITEMS, "online_learning": False, "batch_max_events": 12,
+            "topics": Topics(**{k: f"{v}-1p" for k, v in t.model_dump().items()}),
+        }
+    )
+    create_topics(one.bootstrap_servers, topic_specs(one))
+    events = synthetic_events(n_users=12, per_user=25)
+    delivered = _produce_events(one, events)
+    worker, thread = _start_worker(one)
+    try:
+        msgs = drain(one, one.topics.recommendations, _answered(_last_sources(events, delivered)))
+    finally:
+        worker.stop()
+        thread.join(30)
+    row_of = {o: k for k, (_, o) in enumerate(delivered)}
+    nxt: dict[int, int] = {}
+    seen: dict[str, int] = {}
+    for k in range(len(events) - 1, -1, -1):
+        if events[k].user_id in seen:
+            nxt[k] = seen[events[k].user_id]
+        seen[events[k].user_id] = k
+    kafka: dict[int, float] = {}
+    for m in msgs:
+        rec = json.loads(m.value())
+        k = row_of[rec["source"]["offset"]]
+        if k in nxt:
+            ids = [i["item_id"] for i in rec["items"]]
+            target = events[nxt[k]].item_id
+            kafka[nxt[k]] = ids.index(target) + 1.0 if target in ids else float(N_ITEMS)
+    ckpt = load_checkpoint(latest_checkpoint(one.checkpoint_dir))
+    log = InteractionLog(
+        np.array([e.user_id for e in events], dtype=object), np.array([e.item_id for e in events], dtype=object),
+        np.array([e.timestamp for e in events]), np.array([e.event_type_id for e in events]),
+    )
+    rr = evaluate_stream(
+        ckpt.model, ckpt.item_ids, log, 0, batch_size=one.batch_max_events, online=OnlineConfig(enabled=False),
+        at_row_time=False,
+    )
+    rows = sorted(kafka)
+    assert len(rows) > 150
+    offline = rr.ranks["model"][rows]
+    online = np.array([kafka[r] for r in rows])
+    assert abs(np.mean(1 / offline) - np.mean(1 / online)) < 0.01
+    assert np.mean(offline == online) > 0.9
