@@ -114,10 +114,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         res = train(log.slice(0, split.train_end), train_cfg)
         model, item_ids = res.model, res.item_ids
         timings["train_s"] = res.seconds
-    rr = evaluate_stream(model, item_ids, log, split.train_end, online=online_cfg)
+    rr = evaluate_stream(model, item_ids, log, split.train_end, online=online_cfg, at_row_time=not args.as_emitted)
     timings |= {"evaluate_s": rr.seconds, "events_per_s": rr.extra["events_per_s"]}
     report = build_report(
-        rr, split, str(args.data), timings, {"train": asdict(train_cfg), "online": asdict(online_cfg)}
+        rr, split, str(args.data), timings,
+        {"train": asdict(train_cfg), "online": asdict(online_cfg), "query_time": "previous event" if args.as_emitted else "row"},
     )
     _print_table(report)
     if args.report:
@@ -166,6 +167,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(DemoOptions(data=args.data, epochs=args.epochs, rate=args.rate, workdir=args.workdir))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streams.bench import MODES, BenchOptions, print_table, run_bench, run_scaling, topk_cost, write_report
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise SystemExit(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
+    opts = BenchOptions(
+        data=args.data, users=args.users, items=args.items, events=args.events, rate=args.rate,
+        latency_seconds=args.latency_seconds, modes=modes, bootstrap=args.bootstrap, checkpoint=args.checkpoint,
+        dim=args.dim, batch_max_events=args.batch, top_k=args.top_k, online_learning=not args.no_online,
+        device=args.device, workdir=args.workdir,
+    )
+    if args.scaling:
+        scaling = run_scaling(opts, args.scaling)
+        write_report(scaling, args.scaling.with_suffix(".json"))
+        print(f"scaling plot: {args.scaling}, figures: {args.scaling.with_suffix('.json')}")
+        return 0
+    report = run_bench(opts)
+    if args.topk_items:
+        report["topk"] = [topk_cost(int(n), device=args.device) for n in args.topk_items.split(",")]
+    print_table(report)
+    if args.report:
+        write_report(report, args.report)
+        print(f"report: {args.report}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from engine.train import TrainConfig
     from streams.config import Settings
@@ -204,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--config", type=Path, default=None, help='JSON {"train": {...}, "online": {...}}')
     e.add_argument("--epochs", type=int, default=None)
     e.add_argument("--no-online", action="store_true", help="turn online learning off")
+    e.add_argument(
+        "--as-emitted",
+        action="store_true",
+        help="rank each row with the recommendation pushed at the user's previous event, instead of at the row's "
+        "own time (the protocols' query time)",
+    )
     e.add_argument("--report", type=Path, default=None, help="write the JSON report here (and a PNG beside it)")
     e.set_defaults(func=cmd_evaluate)
 
@@ -226,6 +261,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--rate", type=float, default=2000.0, help="offered events/s for the latency phase")
     d.add_argument("--workdir", type=Path, default=Path(".tide/demo"))
     d.set_defaults(func=cmd_demo)
+
+    bb = sub.add_parser(
+        "bench", help="throughput, latency, CPU, memory and state size: engine vs the raw Kafka pipe and a no-op model"
+    )
+    bb.add_argument("--data", type=Path, default=None, help="CSV log for the workload (default: synthetic)")
+    bb.add_argument("--users", type=int, default=10_000, help="synthetic workload: users")
+    bb.add_argument("--items", type=int, default=1_000, help="synthetic workload: catalogue size")
+    bb.add_argument("--events", type=int, default=60_000, help="events in the throughput phase")
+    bb.add_argument("--rate", type=float, default=2000.0, help="offered events/s in the latency phase")
+    bb.add_argument("--latency-seconds", type=float, default=15.0)
+    bb.add_argument("--modes", default=",".join(("raw_pipe", "noop", "engine")), help="comma-separated subset")
+    bb.add_argument("--bootstrap", default=None, help="a Kafka cluster to use instead of the embedded broker")
+    bb.add_argument("--checkpoint", type=Path, default=None, help="default: the full model with untrained weights")
+    bb.add_argument("--dim", type=int, default=64)
+    bb.add_argument("--batch", type=int, default=defaults.batch_max_events, help="micro-batch size (events)")
+    bb.add_argument("--top-k", type=int, default=10)
+    bb.add_argument("--no-online", action="store_true", help="turn online learning off in the engine")
+    bb.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    bb.add_argument("--report", type=Path, default=None, help="also write the figures as JSON")
+    bb.add_argument("--workdir", type=Path, default=Path(".tide/bench"))
+    bb.add_argument(
+        "--topk-items", default="", help="also time exact top-10 for 256 users over these catalogue sizes, e.g. 1000,1000000"
+    )
+    bb.add_argument(
+        "--scaling", type=Path, default=None,
+        help="instead: the engine over catalogue size, micro-batch and width (synthetic); a PNG here, JSON beside it",
+    )
+    bb.set_defaults(func=cmd_bench)
 
     args = p.parse_args(argv)
     logging.basicConfig(

@@ -52,6 +52,8 @@ class Engine:
 
 def load_engine(settings: Settings) -> Engine:
     device = pick_device(settings.device)
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
     path = resolve_checkpoint(settings)
     ckpt = load_checkpoint(path, device)
     logger.info("loaded model %s from %s on %s", ckpt.version, path, device)
