@@ -275,8 +275,8 @@ class UserStage:
     @torch.no_grad()
     def recommend(self, st: UserState, at: float, k: int | None = None) -> list[ScoredItem]:
         """The top ``k`` items for a stored user state at time ``at`` (epoch s): the user's vector
-        projected from their last event to ``at``, ages and gaps measured to ``at``. At the time of
-        the user's last event this is the recommendation the fold emitted."""
+        projected from their last event to ``at``, ages and gaps measured to ``at``. At
+        :func:`engine.context.expected_next` this is the recommendation the fold emitted."""
         dev = self.items.device
         mem = torch.from_numpy(st.memory).to(dev).unsqueeze(0)
         scores = self._scores(mem, [st], now=[max(at, st.last_t) if st.hist_items else at])[0]

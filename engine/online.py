@@ -39,6 +39,10 @@ class OnlineConfig:
     lr: float = 1e-4
     every_batches: int = 1  # learn after every n-th batch
     max_examples: int = 1024  # per step; the most recent are kept
+    # Learn once at least this many examples have gathered (across batches), so the cadence follows
+    # events, not micro-batch sizes: a worker under light load (small batches) takes the same steps
+    # as under a backlog or in the evaluator (batches of 200).
+    min_examples: int = 200
 
 
 class OnlineLearner:
@@ -50,11 +54,22 @@ class OnlineLearner:
         self.opt = torch.optim.Adam(head, lr=cfg.lr)
         self.steps = 0
         self._batches = 0
+        self._pending: list[Examples] = []
 
     def learn(self, ex: Examples) -> float | None:
+        """Take the batch's examples; step when enough have gathered. Returns the loss of a step."""
         self._batches += 1
-        if self._batches % self.cfg.every_batches:
+        self._pending.append(ex)
+        if self._batches < self.cfg.every_batches or sum(len(p.targets) for p in self._pending) < self.cfg.min_examples:
             return None
+        self._batches = 0
+        if len(self._pending) > 1:
+            ex = Examples(
+                torch.cat([p.user_mem for p in self._pending]),
+                UserContext.cat([p.ctx for p in self._pending]),
+                torch.cat([p.targets for p in self._pending]),
+            )
+        self._pending = []
         keep = slice(max(0, len(ex.targets) - self.cfg.max_examples), None)
         model, table = self.model, self.table
         n_model = model.cfg.n_items

@@ -153,7 +153,10 @@ def _last_sources(users: np.ndarray, partitions: np.ndarray, offsets: np.ndarray
 def _offline_ranks(ckpt_path: Path, log, n_train: int, settings: Settings) -> dict[int, float]:  # type: ignore[no-untyped-def]
     """The offline evaluator's rank of every held-out row, from the same checkpoint and settings."""
     ckpt = load_checkpoint(ckpt_path)
-    online = OnlineConfig(enabled=settings.online_learning, lr=settings.online_lr, every_batches=settings.online_every_batches)
+    online = OnlineConfig(
+        enabled=settings.online_learning, lr=settings.online_lr, every_batches=settings.online_every_batches,
+        min_examples=settings.online_min_examples,
+    )
     # ranked as the worker ranked them: for the moment of the user's previous event
     rr = evaluate_stream(ckpt.model, ckpt.item_ids, log, n_train, online=online, at_row_time=False)
     return dict(zip(rr.rows.tolist(), rr.ranks["model"].tolist()))

@@ -165,13 +165,16 @@ def test_graph_snapshot_states_are_taken_and_restored(item_ids, log):
     assert torch.allclose(restored.table.vectors(), items.table.vectors(), atol=1e-2)
 
 
-def test_recommend_at_the_last_event_is_the_emitted_one_and_later_is_projected(model, item_ids, log):
+def test_recommend_at_the_expected_next_visit_is_the_emitted_one_and_later_is_projected(model, item_ids, log):
     users, _, store = _stages(model, item_ids)
     res = users.fold(_events(log, 0, 60))
     users.commit(res)
     rec = res.recommendations[0]
     st = decode_user(store.partition(user_partition_name(0)).get(rec.user_id.encode("utf-8")))
-    now = users.recommend(st, st.last_t)
+    from engine.context import expected_next
+
+    assert expected_next(st) > st.last_t  # the user's median gap ahead
+    now = users.recommend(st, expected_next(st))
     assert [i.item_id for i in now] == [i.item_id for i in rec.items]
     assert np.allclose([i.score for i in now], [i.score for i in rec.items], atol=1e-5)
     torch.nn.init.normal_(model.projection.weight)  # a trained projection; zero (identity) at init
@@ -187,3 +190,16 @@ def test_top_k_in_user_chunks_equals_one_pass(model, item_ids, log, monkeypatch)
     monkeypatch.setattr(fold, "SCORE_BUDGET", 3 * len(item_ids))  # three users at a time
     chunked = _stages(model, item_ids)[0].fold(events).recommendations
     assert [[i.item_id for i in r.items] for r in chunked] == [[i.item_id for i in r.items] for r in whole]
+
+
+def test_online_learner_steps_once_enough_examples_gathered(model, item_ids, log):
+    from engine.online import OnlineConfig, OnlineLearner
+
+    users, _, _ = _stages(model, item_ids)
+    learner = OnlineLearner(model, users.items, OnlineConfig(min_examples=10))
+    first = users.fold(_events(log, 0, 6), collect_examples=100)
+    assert learner.learn(first.examples) is None and learner.steps == 0  # 6 < 10: kept for later
+    before = model.pair_mlp[0].weight.detach().clone()
+    second = users.fold(_events(log, 6, 12), collect_examples=100)
+    assert learner.learn(second.examples) is not None and learner.steps == 1  # 12 examples, one step
+    assert not torch.equal(before, model.pair_mlp[0].weight)
