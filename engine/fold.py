@@ -118,7 +118,8 @@ class UserStage:
         target_times: Sequence[float] | np.ndarray | None = None,
     ) -> FoldResult:
         """Fold ``events``. With ``targets`` (per event: the item to rank right after it, or None),
-        also rank each target, at the time in ``target_times`` (default: the event's own time); with ``collect_examples`` > 0, return up to that many of the batch's
+        also rank each target, at the time in ``target_times`` (default: the user's expected next visit,
+        the moment the emitted recommendation is for); with ``collect_examples`` > 0, return up to that many of the batch's
         last events as training examples (the state just before each → its item) for online learning."""
         start = time.perf_counter()
         states = self._read_states(events)
@@ -143,9 +144,7 @@ class UserStage:
         user_before = torch.empty(len(ev), self.dim, device=dev)
         prev_rows = np.full(len(ev), -1, np.int64)
         ctx_before: dict[int, UserContext] = {}  # event → its user's context just before it
-        target_t = (
-            np.asarray([target_times[k] for k in fresh], np.float64) if target_times is not None else ts
-        )
+        target_t = np.asarray([target_times[k] for k in fresh], np.float64) if target_times is not None else None
         first_example = max(0, len(ev) - collect_examples) if collect_examples else len(ev)
         vectors = self.items.vectors()
         target_rows = (
@@ -182,7 +181,9 @@ class UserStage:
                 tr = target_rows[torch.from_numpy(idx).to(dev)]
                 ok = tr >= 0
                 if bool(ok.any()):
-                    sc = self._scores(mem[s], [states[keys[slots[k]]] for k in idx], now=target_t[idx])
+                    sc = self._scores(
+                        mem[s], [states[keys[slots[k]]] for k in idx], now=None if target_t is None else target_t[idx]
+                    )
                     r = rank_of(sc[ok], tr[ok]).cpu().numpy()
                     pos = np.asarray(fresh)[idx][ok.cpu().numpy()]
                     ranks[pos] = r
@@ -249,7 +250,7 @@ class UserStage:
         )
 
     def _context(self, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> UserContext:
-        """The users' contexts at query times ``now`` (default: each user's last event), on the device."""
+        """The users' contexts at query times ``now`` (default: each user's expected next visit), on the device."""
         return user_contexts(states, self.items.rows, self.profile_items, self.seq_len, now).to(self.items.device)
 
     def score_context(self, mem: Tensor, ctx: UserContext) -> Tensor:
