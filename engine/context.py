@@ -3,9 +3,9 @@ last events in order, and how long ago their last event was.
 
 One :class:`UserContext` is built from stored user states (serving, online learning) or from a log
 (training) by the same code, so training sees exactly what serving sees. The query time is when the
-recommendation is for: the pushed recommendation is for the user's expected next visit (their last
-event plus their median recent gap); ``/users/{id}/recommendations`` is for the request time; the
-evaluation protocols rank each row at that row's own time, as JODIE and TGB do.
+recommendation is for: the pushed recommendation is for the moment of the user's last event;
+``/users/{id}/recommendations`` is for the request time; the evaluation protocols rank each row at
+that row's own time, as JODIE and TGB do.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import Tensor
 from engine.codec import UserState
 from engine.profile import N_PROFILE_FEATURES, profile_features, update_profile
 
-__all__ = ["HISTORY", "UserContext", "apply_event", "expected_next", "log_contexts", "user_contexts"]
+__all__ = ["HISTORY", "UserContext", "apply_event", "log_contexts", "user_contexts"]
 
 HISTORY = 16  # the last events kept in order in each user's state
 
@@ -102,23 +102,13 @@ def user_contexts(
     hist_len: int,
     now: Sequence[float] | np.ndarray | None = None,
 ) -> UserContext:
-    """Contexts of ``states`` (CPU tensors) at query times ``now`` (default: each user's expected
-    next visit, :func:`expected_next`). ``rows_of`` maps item ids to rows."""
+    """Contexts of ``states`` (CPU tensors) at query times ``now`` (default: each user's last event).
+    ``rows_of`` maps item ids to rows."""
     arr = _Arrays(len(states), max_items, hist_len)
     for b, st in enumerate(states):
-        arr.fill(b, st, rows_of, float(now[b]) if now is not None else expected_next(st))
+        t = st.hist_times[0] if now is None and st.hist_times else (float(now[b]) if now is not None else 0.0)
+        arr.fill(b, st, rows_of, t)
     return arr.tensors()
-
-
-def expected_next(st: UserState) -> float:
-    """When the user is expected back: their last event plus the median of their recent gaps (the
-    moment a pushed recommendation is for; the last event itself for a user with one event)."""
-    if not st.hist_times:
-        return 0.0
-    if len(st.hist_times) < 2:
-        return st.hist_times[0]
-    gaps = -np.diff(np.asarray(st.hist_times))  # most recent first
-    return st.hist_times[0] + float(np.median(gaps))
 
 
 def log_contexts(

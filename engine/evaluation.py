@@ -9,8 +9,7 @@ Ties count half.
 The query time is the row's own timestamp, as in the JODIE and TGB protocols: the model knows when
 the user comes back, not what they do (``at_row_time=True``, the default). With
 ``at_row_time=False`` the row is ranked exactly as the worker's emitted recommendation ranked it,
-for the user's expected next visit (:func:`engine.context.expected_next`): that is what the Kafka
-demo compares against.
+for the moment of the user's previous event: that is what the Kafka demo compares against.
 """
 
 from __future__ import annotations

@@ -118,8 +118,8 @@ class UserStage:
         target_times: Sequence[float] | np.ndarray | None = None,
     ) -> FoldResult:
         """Fold ``events``. With ``targets`` (per event: the item to rank right after it, or None),
-        also rank each target, at the time in ``target_times`` (default: the user's expected next visit,
-        the moment the emitted recommendation is for); with ``collect_examples`` > 0, return up to that many of the batch's
+        also rank each target, at the time in ``target_times`` (default: the moment of the user's last event,
+        what the emitted recommendation is for); with ``collect_examples`` > 0, return up to that many of the batch's
         last events as training examples (the state just before each → its item) for online learning."""
         start = time.perf_counter()
         states = self._read_states(events)
@@ -250,7 +250,7 @@ class UserStage:
         )
 
     def _context(self, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> UserContext:
-        """The users' contexts at query times ``now`` (default: each user's expected next visit), on the device."""
+        """The users' contexts at query times ``now`` (default: each user's last event), on the device."""
         return user_contexts(states, self.items.rows, self.profile_items, self.seq_len, now).to(self.items.device)
 
     def score_context(self, mem: Tensor, ctx: UserContext) -> Tensor:
@@ -276,8 +276,8 @@ class UserStage:
     @torch.no_grad()
     def recommend(self, st: UserState, at: float, k: int | None = None) -> list[ScoredItem]:
         """The top ``k`` items for a stored user state at time ``at`` (epoch s): the user's vector
-        projected from their last event to ``at``, ages and gaps measured to ``at``. At
-        :func:`engine.context.expected_next` this is the recommendation the fold emitted."""
+        projected from their last event to ``at``, ages and gaps measured to ``at``. At the time of
+        the user's last event this is the recommendation the fold emitted."""
         dev = self.items.device
         mem = torch.from_numpy(st.memory).to(dev).unsqueeze(0)
         scores = self._scores(mem, [st], now=[max(at, st.last_t) if st.hist_items else at])[0]

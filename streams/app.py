@@ -95,7 +95,7 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
     @app.page("/users/{user_id}/recommendations")
     async def user_recommendations(web: Any, request: Any, user_id: str) -> Any:
         """Fresh recommendations for a user at ``?at=`` (epoch s, default now): the stored interest
-        projected to that time (the pushed recommendation is for the user's expected next visit)."""
+        projected to that time (the pushed recommendation is for the moment of the user's last event)."""
         try:
             at = float(request.query.get("at", time.time()))
             k = int(request.query.get("k", settings.top_k))

@@ -118,7 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     timings |= {"evaluate_s": rr.seconds, "events_per_s": rr.extra["events_per_s"]}
     report = build_report(
         rr, split, str(args.data), timings,
-        {"train": asdict(train_cfg), "online": asdict(online_cfg), "query_time": "expected next visit" if args.as_emitted else "row"},
+        {"train": asdict(train_cfg), "online": asdict(online_cfg), "query_time": "previous event" if args.as_emitted else "row"},
     )
     _print_table(report)
     if args.report:
