@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ItemState", "StateFormatError", "UserState", "decode_item", "decode_user", "encode_item", "encode_user"]
+__all__ = [
+    "ItemState", "StateFormatError", "UserState", "decode_catalog_entry", "decode_item", "decode_user",
+    "encode_catalog_entry", "encode_item", "encode_user",
+]
 
 USER_FORMAT = 2
 ITEM_FORMAT = 1
@@ -151,3 +154,42 @@ def decode_item(b: bytes) -> ItemState:
         raise StateFormatError(f"unknown item state format {b[:1]!r}")
     _, dim, last_t, count = _ITEM_HEAD.unpack_from(b, 0)
     return ItemState(np.frombuffer(b, "<f4", dim, _ITEM_HEAD.size).copy(), last_t, count)
+
+
+# Catalogue entry, format 1: u8 version | 8 bytes text digest | u16 text dim (0: no vector)
+# | f16[text dim] | u16 len + title (utf-8) | u16 n_attributes | n × (u16 len + "key=value" (utf-8))
+CATALOG_FORMAT = 1
+_CAT_HEAD = struct.Struct("<B8sH")
+
+
+def encode_catalog_entry(title: str, attributes: tuple[str, ...], digest: bytes, text_vec: np.ndarray | None) -> bytes:
+    vec = b"" if text_vec is None else np.ascontiguousarray(text_vec, dtype="<f2").tobytes()
+    def text(s: str) -> bytes:
+        b = s.encode("utf-8")[:65535]
+        return struct.pack("<H", len(b)) + b
+
+    attrs = attributes[:65535]
+    head = _CAT_HEAD.pack(CATALOG_FORMAT, digest, 0 if text_vec is None else text_vec.shape[0])
+    return b"".join([head, vec, text(title), struct.pack("<H", len(attrs)), *map(text, attrs)])
+
+
+def decode_catalog_entry(b: bytes) -> tuple[str, tuple[str, ...], bytes, np.ndarray | None]:
+    """``(title, attributes, digest, text vector or None)``."""
+    if not b or b[0] != CATALOG_FORMAT:
+        raise StateFormatError(f"unknown catalogue entry format {b[:1]!r}")
+    _, digest, dim = _CAT_HEAD.unpack_from(b, 0)
+    pos = _CAT_HEAD.size
+    vec = np.frombuffer(b, "<f2", dim, pos).astype(np.float32) if dim else None
+    pos += 2 * dim
+
+    def text() -> str:
+        nonlocal pos
+        (n,) = struct.unpack_from("<H", b, pos)
+        s = b[pos + 2 : pos + 2 + n].decode("utf-8", errors="replace")
+        pos += 2 + n
+        return s
+
+    title = text()
+    (n_attr,) = struct.unpack_from("<H", b, pos)
+    pos += 2
+    return title, tuple(text() for _ in range(n_attr)), digest, vec

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from engine.baselines import default_baselines
+from engine.catalog import Catalog
 from engine.data import InteractionLog
 from engine.fold import SourcedEvent, UserStage, rank_of
 from engine.items import ItemStage, ItemTable
@@ -87,14 +88,18 @@ def evaluate_stream(
     online: OnlineConfig | None = None,
     model_version: str = "eval",
     at_row_time: bool = True,
+    catalog: Catalog | None = None,
 ) -> RowRanks:
-    """Fold every row of ``log`` and rank each row at index ≥ ``score_from``."""
+    """Fold every row of ``log`` and rank each row at index ≥ ``score_from`` (among the log's items and,
+    with a ``catalog``, every catalogue item)."""
     users, items = log.users.tolist(), log.items.tolist()
     targets, target_idx = next_items(users, items)
     first_row = np.ones(len(log), bool)  # the user's first row: no earlier event to rank it from
     first_row[target_idx[target_idx >= 0]] = False
     device = next(model.parameters()).device
     table = ItemTable(model, item_ids, device)
+    if catalog is not None:
+        table.attach_catalog(catalog)
     stage = UserStage(model, table, MemoryStateStore(), model_version=model_version)
     item_stage = ItemStage(model, table, None)
     learner = OnlineLearner(model, table, online) if online is not None and online.enabled else None

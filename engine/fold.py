@@ -23,6 +23,7 @@ from torch import Tensor
 
 from engine.codec import UserState, decode_user, encode_user
 from engine.context import HISTORY, UserContext, apply_event, user_contexts
+from engine.explain import explain
 from engine.items import ItemTable, ItemUpdates
 from engine.online import Examples
 from engine.rounds import occurrence_rounds
@@ -199,6 +200,7 @@ class UserStage:
         for k, e in enumerate(ev):
             last_event_of[slots[k]] = e
         now = time.time()
+        reasons = explain(self.items, user_states, top_rows)
         recs: list[Recommendation] = []
         arrivals: list[float] = []
         mem_np = mem.cpu().numpy()
@@ -206,13 +208,12 @@ class UserStage:
         for s, (p, u) in enumerate(keys):
             st = states[(p, u)]
             src = last_event_of[s]
-            recent = {item: n for n, item in reversed(list(enumerate(st.hist_items)))}
             ids = [self.items.ids[r] for r in top_rows_l[s]]
             recs.append(
                 Recommendation(
                     user_id=u,
                     items=tuple(
-                        ScoredItem(i, sc, _reason(recent.get(i))) for i, sc in zip(ids, top_scores_l[s])
+                        ScoredItem(i, sc, why, ev) for i, sc, (why, ev) in zip(ids, top_scores_l[s], reasons[s])
                     ),
                     model_version=self.model_version,
                     source=SourceRef(self.input_topic, p, src.offset, src.event.timestamp),
@@ -256,7 +257,7 @@ class UserStage:
     def score_context(self, mem: Tensor, ctx: UserContext) -> Tensor:
         """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and contexts ``ctx``."""
         items = self.items
-        return score_items(self.model, items.graph, items.vectors(), items.bias, mem, ctx)
+        return score_items(self.model, items.graph, items.vectors(), items.bias, mem, ctx, items.content())
 
     def _scores(self, mem: Tensor, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> Tensor:
         return self.score_context(mem, self._context(states, now))
@@ -282,9 +283,9 @@ class UserStage:
         mem = torch.from_numpy(st.memory).to(dev).unsqueeze(0)
         scores = self._scores(mem, [st], now=[max(at, st.last_t) if st.hist_items else at])[0]
         top_scores, top_rows = torch.topk(scores, min(k or self.top_k, scores.shape[0]))
-        recent = {item: n for n, item in reversed(list(enumerate(st.hist_items)))}
+        reasons = explain(self.items, [st], top_rows.unsqueeze(0))[0]
         ids = [self.items.ids[r] for r in top_rows.tolist()]
-        return [ScoredItem(i, s, _reason(recent.get(i))) for i, s in zip(ids, top_scores.tolist())]
+        return [ScoredItem(i, s, why, ev) for i, s, (why, ev) in zip(ids, top_scores.tolist(), reasons)]
 
     @torch.no_grad()
     def empty_user_scores(self) -> Tensor:
@@ -295,10 +296,3 @@ class UserStage:
         """Write the batch's user state (one atomic write per partition)."""
         for name, tx in result.writes.items():
             self.store.partition(name).write(tx)
-
-
-_REASONS = ["you just used this"] + [f"you used this {k + 1} events ago" for k in range(1, 256)]
-
-
-def _reason(events_ago: int | None) -> str:
-    return "matches your current interests" if events_ago is None else _REASONS[events_ago]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.catalog import Catalog, knowledge_vectors
 from engine.codec import ItemState, decode_item, encode_item
 from engine.graph import ItemGraph
 from engine.rounds import occurrence_rounds
@@ -36,8 +37,9 @@ _GRAPH_STATE = b"\x00graph"  # the snapshot model's item states: u32 n, then n �
 
 
 class ItemTable:
-    """Every item this worker knows: id ↔ row, learned static part, bias, temporal memory, and the
-    cached item vectors derived from them (recomputed only for rows that change)."""
+    """Every item this worker knows: id ↔ row, learned static part, bias, temporal memory, what the
+    catalogue says about it (knowledge vector, engine/catalog.py), and the cached item vectors derived
+    from them (recomputed only for rows that change)."""
 
     def __init__(self, model: InterestModel, ids: Sequence[str], device: torch.device) -> None:
         self.model = model
@@ -49,6 +51,18 @@ class ItemTable:
             self._static = model.item_static.weight.detach().to(device).clone()
             self._bias = model.item_bias.detach().to(device).clone()
         self._new_bias = float(self._bias.min()) if n else 0.0  # unseen items start as the least popular
+        # a new catalogue item starts neutral instead: its knowledge vector decides how it ranks
+        self._catalog_bias = float(self._bias.median()) if n else 0.0
+        self._trained_counts = model.item_counts.detach().to(device).clone()
+        self._own_content = model.item_content.detach().to(device).clone()  # [N, k] co-interaction vectors
+        self._content: Tensor | None = None
+        self.catalog: Catalog | None = None
+        self._aligned = torch.zeros(n, model.cfg.content_dim, device=device)  # aligned text vectors
+        self._has_text = torch.zeros(n, dtype=torch.bool, device=device)
+        self._knowledge = torch.zeros(n, model.cfg.content_dim, device=device)
+        self._edges: tuple[Tensor, Tensor, int] = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 0)
+        self.attribute_names: list[str] = []
+        self.attribute_ids = torch.zeros(n, 0, dtype=torch.long, device=device)  # [N, A] for explanations
         self._memory = torch.zeros(n, d, device=device)
         self._graph_state = torch.zeros(n, d, device=device)  # item-graph snapshot model states
         self.last_t = np.full(n, np.nan)
@@ -86,6 +100,15 @@ class ItemTable:
         self._bias = torch.cat([self._bias, torch.full((1,), self._new_bias, device=self.device)])
         self._memory = torch.cat([self._memory, torch.zeros(1, d, device=self.device)])
         self._graph_state = torch.cat([self._graph_state, torch.zeros(1, d, device=self.device)])
+        self._trained_counts = torch.cat([self._trained_counts, torch.zeros(1, device=self.device)])
+        self._own_content = torch.cat([self._own_content, self._own_content.new_zeros(1, self._own_content.shape[1])])
+        self._content = None
+        self._aligned = torch.cat([self._aligned, self._aligned.new_zeros(1, self._aligned.shape[1])])
+        self._has_text = torch.cat([self._has_text, torch.zeros(1, dtype=torch.bool, device=self.device)])
+        self._knowledge = torch.cat([self._knowledge, self._knowledge.new_zeros(1, self._knowledge.shape[1])])
+        self.attribute_ids = torch.cat(
+            [self.attribute_ids, torch.full((1, self.attribute_ids.shape[1]), -1, dtype=torch.long, device=self.device)]
+        )
         self.last_t = np.append(self.last_t, np.nan)
         self.count = np.append(self.count, 0)
         self._vectors = None
@@ -98,6 +121,50 @@ class ItemTable:
         self._static[:n] = self.model.item_static.weight.detach().to(self.device)
         self._bias[:n] = self.model.item_bias.detach().to(self.device)
         self._vectors = None
+    def counts(self, rows: Tensor | None = None) -> Tensor:
+        """Interactions per item ``[N]`` (or of ``rows``): in training or in the stream, whichever saw more
+        (the stream may replay the training log)."""
+        stream = torch.from_numpy(self.count if rows is None else self.count[rows.cpu().numpy()])
+        trained = self._trained_counts if rows is None else self._trained_counts[rows]
+        return torch.maximum(trained, stream.to(self.device, torch.float32))
+
+    def attach_catalog(self, catalog: Catalog) -> None:
+        """Use ``catalog``'s text and attributes; its items become recommendable at once."""
+        self.catalog = catalog
+        self.catalog_changed(list(catalog.entries))
+
+    @torch.no_grad()
+    def catalog_changed(self, item_ids: Sequence[str]) -> None:
+        """Catalogue entries of ``item_ids`` were added or changed: add new items as rows, align their
+        text, and recompute every item's knowledge vector."""
+        assert self.catalog is not None
+        new = [i for i in item_ids if i not in self.index]
+        for item_id in new:
+            r = self._add(item_id)
+            self._bias[r] = self._catalog_bias
+        align = self.model.align
+        if align is not None and item_ids:
+            rows = self.rows(list(item_ids))
+            text, has = self.catalog.text_matrix(list(item_ids), align.cfg.text_dim)
+            rt = torch.from_numpy(rows).to(self.device)
+            self._aligned[rt] = align(torch.from_numpy(text).to(self.device))
+            self._has_text[rt] = torch.from_numpy(has).to(self.device)
+        rows_e, attrs, names = self.catalog.attribute_edges(self.ids)
+        self._edges = (torch.from_numpy(rows_e).to(self.device), torch.from_numpy(attrs).to(self.device), len(names))
+        self.attribute_names = names
+        self.attribute_ids = _padded(rows_e, attrs, len(self), MAX_ATTRIBUTES).to(self.device)
+        self.refresh_knowledge()
+        if new:
+            logger.info("catalogue: %d new items, %d changed", len(new), len(item_ids) - len(new))
+
+    @torch.no_grad()
+    def refresh_knowledge(self) -> None:
+        """Recompute knowledge vectors from the current collaborative vectors (attribute neighbourhoods move
+        as items are used)."""
+        if self.catalog is None:
+            return
+        self._knowledge = knowledge_vectors(self._aligned, self._has_text, self._edges, self._own_content, self.counts())
+        self._content = None
 
     @property
     def bias(self) -> Tensor:
@@ -113,6 +180,26 @@ class ItemTable:
             with torch.no_grad():
                 self._vectors = self.model.item_vectors(self._static, self._memory, self._graph_state)
         return self._vectors
+
+    def content(self) -> Tensor | None:
+        """Co-interaction vectors ``[N, k]`` for scoring (an item's own, handed over from its catalogue
+        knowledge), or None when the model has no co-interaction term."""
+        if self.model.cfg.content_dim == 0:
+            return None
+        if self._content is None:
+            with torch.no_grad():
+                self._content = self.model.handover(self._own_content, self._knowledge, self.counts())
+        return self._content
+
+    @property
+    def knowledge(self) -> Tensor:
+        return self._knowledge
+
+    def title(self, row: int) -> str:
+        """The catalogue title of ``row``, or its id."""
+        item_id = self.ids[row]
+        entry = self.catalog.get(item_id) if self.catalog is not None else None
+        return entry.title if entry is not None and entry.title else item_id
 
     @property
     def graph_state(self) -> Tensor:
@@ -133,6 +220,24 @@ class ItemTable:
         if self._vectors is not None:
             with torch.no_grad():
                 self._vectors[rows] = self.model.item_vectors(self._static[rows], memory, self._graph_state[rows])
+        if self.catalog is not None:
+            self._content = None  # counts moved: the knowledge handover with them
+
+
+MAX_ATTRIBUTES = 8  # attributes per item kept for explanations
+
+
+def _padded(rows: np.ndarray, attrs: np.ndarray, n: int, width: int) -> Tensor:
+    """``[n, ≤ width]`` attribute indices per row (edges sorted by row), -1 padded."""
+    counts = np.bincount(rows, minlength=n) if len(rows) else np.zeros(n, np.int64)
+    w = int(min(width, counts.max())) if n and len(rows) else 0
+    out = np.full((n, w), -1, np.int64)
+    if w:
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pos = np.arange(len(rows)) - start[rows]
+        keep = pos < w
+        out[rows[keep], pos[keep]] = attrs[keep]
+    return torch.from_numpy(out)
 
 
 @dataclass
@@ -216,9 +321,9 @@ class ItemStage:
                 torch.from_numpy(up.event_types[sel]).to(dev),
                 torch.from_numpy(up.weights[sel]).float().to(dev),
             )
+            table.count[r] += 1  # before the vectors are recomputed: the count sets the knowledge handover
             table.set_memory(rt, new)
             table.last_t[r] = up.ts[sel]
-            table.count[r] += 1
         for p, o in zip(up.partitions[keep], up.offsets[keep]):
             if o > self.watermarks.get(int(p), -1):
                 self.watermarks[int(p)] = int(o)

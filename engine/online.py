@@ -86,7 +86,11 @@ class OnlineLearner:
             ctx.prof_rows = torch.where(known, ctx.prof_rows, torch.full_like(ctx.prof_rows, -1))
             ctx.prof_feats = ctx.prof_feats * known.unsqueeze(-1)
             ctx.hist_rows = torch.where(ctx.hist_rows < n_model, ctx.hist_rows, torch.full_like(ctx.hist_rows, -1))
-            scores = score_items(model, table.graph, vectors, model.item_bias, ex.user_mem[keep][ok], ctx)
+            content = table.content()
+            scores = score_items(
+                model, table.graph, vectors, model.item_bias, ex.user_mem[keep][ok], ctx,
+                content[:n_model] if content is not None else None,
+            )
             loss = F.cross_entropy(scores, targets[ok])
             self.opt.zero_grad()
             loss.backward()

@@ -3,6 +3,8 @@ so the three see exactly the same inputs."""
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from engine.context import UserContext
@@ -15,10 +17,12 @@ CONTEXT_ITEMS = 4  # the user's most recent distinct items whose transitions fee
 
 
 def score_items(
-    model: InterestModel, graph: ItemGraph, vectors: Tensor, bias: Tensor, mem: Tensor, ctx: UserContext
+    model: InterestModel, graph: ItemGraph, vectors: Tensor, bias: Tensor, mem: Tensor, ctx: UserContext,
+    content: Tensor | None = None,
 ) -> Tensor:
-    """Scores ``[B, N]`` of the ``N`` items with ``vectors`` ``[N, d]`` and ``bias`` ``[N]`` for users with
-    memories ``mem`` ``[B, d]`` and contexts ``ctx`` (on the same device)."""
+    """Scores ``[B, N]`` of the ``N`` items with ``vectors`` ``[N, d]``, ``bias`` ``[N]`` and co-interaction
+    vectors ``content`` ``[N, k]`` for users with memories ``mem`` ``[B, d]`` and contexts ``ctx`` (on the
+    same device)."""
     n = vectors.shape[0]
     dev = mem.device
     seq_len = min(model.cfg.seq_len, ctx.hist_rows.shape[1])
@@ -31,6 +35,11 @@ def score_items(
         mem, last_vec, hist_vecs, ctx.hist_ages[:, :seq_len], ctx.hist_types[:, :seq_len], valid, ctx.gap
     )
     transitions = graph.transition_pairs(ctx.prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, dev)
+    users_content = None
+    if content is not None:
+        decay = 0.5 ** torch.arange(seq_len, device=dev, dtype=content.dtype)  # [L]
+        h = (content[hist.clamp(min=0)] * (valid * decay).unsqueeze(-1)).sum(1)  # [B, k]
+        users_content = (F.normalize(h, dim=-1), content)
     return model.scores(
-        q, vectors, bias, ctx.prof_rows, ctx.prof_feats, transitions, graph.trending(n, dev), ctx.gap
+        q, vectors, bias, ctx.prof_rows, ctx.prof_feats, transitions, graph.trending(n, dev), ctx.gap, users_content
     )

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.cointeraction import cointeraction_vectors
 from engine.data import InteractionLog
 from engine.graph import ItemGraph
 from engine.context import log_contexts
@@ -47,6 +48,10 @@ class TrainConfig:
     trending_horizons: tuple[float, ...] = (1_000.0, 100_000.0)
     use_graph_snapshots: bool = False
     snapshot_every: int = 5_000
+    content_dim: int = 0  # width of the co-interaction vectors (engine/cointeraction.py); 0: off
+    content_window: int = 8
+    text_dim: int = 0  # width of the catalogue's text vectors (0: no catalogue); see engine/alignment.py
+    handover: float = 10.0
 
 
 @dataclass
@@ -56,6 +61,7 @@ class TrainResult:
     losses: list[float]  # mean loss per epoch
     seconds: float
     n_events: int
+    item_memory: torch.Tensor | None = None  # [N, d] item memories at the end of the log
 
     def meta(self, cfg: TrainConfig) -> dict:
         return {"train": asdict(cfg), "losses": self.losses, "seconds": self.seconds, "n_events": self.n_events}
@@ -89,8 +95,15 @@ def train(
             use_item_bias=cfg.use_item_bias, seq_len=cfg.seq_len, use_sequence=cfg.use_sequence,
             use_time_projection=cfg.use_time_projection, trending_horizons=tuple(cfg.trending_horizons),
             use_graph_snapshots=cfg.use_graph_snapshots, snapshot_every=cfg.snapshot_every,
+            content_dim=cfg.content_dim, text_dim=cfg.text_dim, handover=cfg.handover,
         )
     )
+    model.item_counts.copy_(torch.from_numpy(np.bincount(items, minlength=n_items)).float())
+    content = None
+    if cfg.content_dim > 0:
+        c = cointeraction_vectors(users, items, n_items, cfg.content_dim, cfg.content_window, cfg.seed)
+        model.item_content.copy_(torch.from_numpy(c))
+        content = model.item_content
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ts = torch.from_numpy(log.ts).float()
     etypes = torch.from_numpy(log.event_types)
@@ -135,7 +148,9 @@ def train(
                 i_all = item_mem.index_put((ir,), new_i)
                 vectors = model.item_vectors(model.item_static.weight, i_all, graph_state)
             cu = torch.from_numpy(users[cur])
-            scores = score_items(model, graph, vectors, model.item_bias, u_all[cu], contexts[torch.from_numpy(cur)])
+            scores = score_items(
+                model, graph, vectors, model.item_bias, u_all[cu], contexts[torch.from_numpy(cur)], content
+            )
             loss = F.cross_entropy(scores, torch.from_numpy(items[cur]))
             opt.zero_grad()
             loss.backward()
@@ -156,4 +171,4 @@ def train(
         losses.append(total / max(count, 1))
         logger.info("epoch %d: loss %.4f (%.1fs)", epoch + 1, losses[-1], time.perf_counter() - start)
     model.eval()
-    return TrainResult(model, item_ids, losses, time.perf_counter() - start, n)
+    return TrainResult(model, item_ids, losses, time.perf_counter() - start, n, item_mem.detach().clone())

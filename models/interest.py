@@ -13,9 +13,10 @@ query time t_q, a gap Δ = t_q − t_u after the user's last event (JODIE's proj
 .. math::  q_u(t_q) = \\mathrm{MLP}([s_u \\,\\|\\, v_{last(u)} \\,\\|\\, z_u]) \\odot (1 + W_p \\phi(\\log(1 + Δ)))
 
 and an item's score adds a learned bias, a learned function of the user's own relation to the item,
-and learned weights on the item's global popularity:
+learned weights on the item's global popularity, and how close the item is to the user's recent
+items in the co-interaction space (engine/cointeraction.py):
 
-.. math::  score(u, i) = q_u \\cdot v_i + b_i + g(x_{ui}) + w^\\top p_i
+.. math::  score(u, i) = q_u \\cdot v_i + b_i + g(x_{ui}) + w^\\top p_i + β \\cos(h_u, c_i)
 
 where x_ui holds the user's profile features of item i (recency-weighted counts Σ γ^(events ago)
 for each decay γ, the count, how recently in time and in distinct items the user last used i; see
@@ -24,6 +25,12 @@ last item's transitions) and the gap Δ, so how much the user's own history coun
 long they have been away; g is a small MLP with g(0) = 0, and p_i is log decayed popularity at several horizons. On real logs most
 interactions return to an item the user already used, and the strongest simple baselines are
 exactly these statistics; the model learns how to weigh them against the memory.
+
+c_i is the item's unit vector in the co-interaction space (fixed, from the training log), h_u the
+recency-weighted direction of the user's recent items there, Σ_l 0.5^l c_{hist_l}; an item no one
+has used yet has no c_i of its own and takes its knowledge vector k_i instead (its text aligned
+into that space, models/align.py, and its attributes' neighbourhood, engine/catalog.py), handing
+over as interactions arrive: c_i ← λ_i c_i + (1 − λ_i) k_i, λ_i = n_i / (n_i + n_0).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from models.align import AlignConfig, TextAlignment
 from models.graph_context import GraphSnapshotModel
 from models.memory import MemoryConfig, TemporalMemory
 from models.sequence import SequenceConfig, SequenceEncoder
@@ -61,6 +69,9 @@ class InterestConfig:
     use_time_projection: bool = True  # ablation switch: projection to the query time and the gap feature
     use_graph_snapshots: bool = False  # the item-graph snapshot model (models/graph_context.py)
     snapshot_every: int = 5_000  # events per item-graph snapshot
+    content_dim: int = 0  # width of the co-interaction vectors c_i; 0: no co-interaction term
+    text_dim: int = 0  # width of the item text vectors; 0: no text alignment
+    handover: float = 10.0  # n_0: interactions after which an item is half its own, half its knowledge
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +95,14 @@ class InterestModel(nn.Module):
         self.trend = nn.Linear(len(cfg.trending_horizons), 1, bias=False)
         self.graph_model = GraphSnapshotModel(cfg.dim)
         self.graph_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        # item text → co-interaction space
+        self.align = (
+            TextAlignment(AlignConfig(cfg.text_dim, cfg.content_dim)) if cfg.text_dim > 0 and cfg.content_dim > 0 else None
+        )
+        # interactions per item in the training log: how far each item has handed over from its knowledge
+        self.register_buffer("item_counts", torch.zeros(cfg.n_items))
+        self.register_buffer("item_content", torch.zeros(cfg.n_items, cfg.content_dim))  # c_i, fixed
+        self.content_weight = nn.Parameter(torch.ones(()))  # β
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -99,6 +118,8 @@ class InterestModel(nn.Module):
         nn.init.zeros_(self.trend.weight)
         self.graph_model.reset_parameters()
         nn.init.zeros_(self.graph_proj.weight)
+        if self.align is not None:
+            self.align.reset_parameters()
 
     def item_vectors(self, static: Tensor, memory: Tensor, graph_state: Tensor | None = None) -> Tensor:
         """Item vectors ``[N, d]`` from static embeddings ``[N, d]``, memories ``[N, d]`` and, with the
@@ -107,6 +128,13 @@ class InterestModel(nn.Module):
         if graph_state is not None and self.cfg.use_graph_snapshots:
             v = v + self.graph_proj(graph_state)
         return v
+
+    def handover(self, own: Tensor, knowledge: Tensor, counts: Tensor) -> Tensor:
+        """Co-interaction vectors ``[N, k]``: an item's own ``[N, k]`` and its knowledge vector ``[N, k]``
+        (zero rows: none), weighted by its interaction count ``[N]``."""
+        has = (knowledge != 0).any(dim=-1)
+        trust = torch.where(has, counts / (counts + self.cfg.handover), torch.ones_like(counts)).unsqueeze(-1)
+        return trust * own + (1 - trust) * knowledge
 
     def gap_code(self, gap: Tensor) -> Tensor:
         """``[B, 1]`` the gap between the user's last event and the query time, in seconds ``[B]``,
@@ -162,15 +190,19 @@ class InterestModel(nn.Module):
         transitions: tuple[Tensor, Tensor, Tensor],
         trending: Tensor,
         gap: Tensor,
+        content: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Scores ``[B, N]`` of every item: queries ``[B, d]``, item vectors ``[N, d]``, biases ``[N]``,
         profiles ``[B, M]`` and ``[B, M, Fp]``, transition pairs (see :meth:`pair_features`),
-        popularity ``[N, H]`` at H horizons, and the gap ``[B]`` since each user's last event."""
+        popularity ``[N, H]`` at H horizons, the gap ``[B]`` since each user's last event and, with
+        the co-interaction term, the users' ``h_u`` ``[B, k]`` and the items' ``c_i`` ``[N, k]``."""
         n = item_vecs.shape[0]
         out = self.trend(trending).squeeze(-1)  # [N]
         if self.cfg.use_item_bias:
             out = out + item_bias
         out = out + query @ item_vecs.T if self.cfg.use_memory else out.expand(query.shape[0], -1).clone()
+        if content is not None and self.cfg.content_dim > 0:
+            out = out + self.content_weight * (content[0] @ content[1].T)
         # g(x) on the related pairs only (most pairs are unrelated: x = 0 and g(0) = 0)
         users, items, x = self.pair_features(prof_rows, prof_feats, transitions, gap, n)
         g = (self.pair_mlp(x) - self.pair_mlp(torch.zeros_like(x[:1]))).squeeze(-1)

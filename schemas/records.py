@@ -95,12 +95,19 @@ class Item:
     text: str = ""
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"schema_version": SCHEMA_VERSION, "item_id": self.item_id, "title": self.title, "text": self.text,
+             "attributes": dict(self.attributes)}
+        )
+
 
 @dataclass(slots=True)  # not frozen: built per recommended item on the hot path, and frozen init is ~5x slower
 class ScoredItem:
     item_id: str
     score: float
     reason: str
+    evidence: float = 0.0  # the reason's strength (see engine/explain.py)
 
 
 @dataclass(slots=True)  # not frozen: built per recommended item on the hot path, and frozen init is ~5x slower
@@ -264,7 +271,8 @@ def decode_recommendation(raw: bytes) -> Recommendation:
         src = obj["source"]
         return Recommendation(
             user_id=str(obj["user_id"]),
-            items=tuple(ScoredItem(str(i["item_id"]), float(i["score"]), str(i["reason"])) for i in obj["items"]),
+            items=tuple(ScoredItem(str(i["item_id"]), float(i["score"]), str(i["reason"]), float(i.get("evidence", 0.0)))
+                for i in obj["items"]),
             model_version=str(obj["model_version"]),
             source=SourceRef(str(src["topic"]), int(src["partition"]), int(src["offset"]), float(src["event_time"])),
             emitted_at=float(obj["emitted_at"]),

@@ -111,7 +111,9 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
                         "user_id": user_id,
                         "at": at,
                         "model_version": engine.checkpoint.version,
-                        "items": [{"item_id": i.item_id, "score": i.score, "reason": i.reason} for i in items],
+                        "items": [
+                            {"item_id": i.item_id, "score": i.score, "reason": i.reason, "evidence": i.evidence} for i in items
+                        ],
                     }
                 )
         return web.json({"error": f"unknown user {user_id!r}"}, status=404)

@@ -87,8 +87,56 @@ def _configs(path: Path | None):  # type: ignore[no-untyped-def]
     return TrainConfig(**raw.get("train", {})), OnlineConfig(**raw.get("online", {}))
 
 
+def _load_catalog(path: Path, text_model: Path | None, device: str):  # type: ignore[no-untyped-def]
+    """Read a catalogue file and encode its text: the catalogue, the text width and encoding figures."""
+    import time
+
+    from engine.catalog import Catalog
+    from engine.data import read_catalog
+    from engine.text import TextEncoder
+
+    settings = _settings(text_model=text_model)
+    items = read_catalog(path)
+    encoder = TextEncoder(settings.text_model, device=device, batch_size=settings.text_batch_size)
+    catalog = Catalog()
+    start = time.perf_counter()
+    catalog.upsert(items, encoder.encode)
+    seconds = time.perf_counter() - start
+    info = {"items": len(catalog), "encode_s": seconds, "items_per_s": len(catalog) / max(seconds, 1e-9)}
+    print(f"catalogue {path}: {len(catalog):,} items, text encoded in {seconds:.1f}s ({info['items_per_s']:,.0f} items/s)")
+    return catalog, encoder.dim, info
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """Load a catalogue file into the items topic (keyed by item id; the topic is compacted)."""
+    from confluent_kafka import Producer
+
+    from engine.data import read_catalog
+
+    settings = _settings(bootstrap_servers=args.bootstrap)
+    items = read_catalog(args.file)
+    producer = Producer(settings.producer_conf())
+    errors: list[str] = []
+
+    def on_delivery(err, msg) -> None:  # type: ignore[no-untyped-def]
+        if err is not None:
+            errors.append(str(err))
+
+    for it in items:
+        producer.produce(settings.topics.items, it.to_json(), it.item_id.encode("utf-8"), on_delivery=on_delivery)
+        producer.poll(0)
+    producer.flush(30)
+    if errors:
+        print(f"{len(errors)} catalogue records failed, e.g. {errors[0]}")
+        return 1
+    print(f"{len(items):,} catalogue items → {settings.topics.items}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
+
+    from engine.alignment import fit_alignment
 
     from engine.checkpoint import load_checkpoint
     from engine.data import read_csv
@@ -106,6 +154,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     log = read_csv(args.data)
     split = split_log(log, args.protocol)
     timings: dict[str, float] = {}
+    catalog, extra = None, {}
+    if args.catalog:
+        catalog, text_dim, extra["catalog"] = _load_catalog(args.catalog, args.text_model, pick_device(_settings().device).type)
+        # text is aligned into the co-interaction space: the model needs one
+        train_cfg = replace(train_cfg, text_dim=text_dim, content_dim=train_cfg.content_dim or 32)
+    if args.cold_start:
+        return _cold_start(args, log, split, catalog, train_cfg, online_cfg, extra)
     if args.checkpoint:
         ckpt = load_checkpoint(args.checkpoint, pick_device(_settings().device))
         model, item_ids = ckpt.model, ckpt.item_ids
@@ -114,18 +169,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         res = train(log.slice(0, split.train_end), train_cfg)
         model, item_ids = res.model, res.item_ids
         timings["train_s"] = res.seconds
-    rr = evaluate_stream(model, item_ids, log, split.train_end, online=online_cfg, at_row_time=not args.as_emitted)
+        if catalog is not None:
+            extra["alignment"] = fit_alignment(model, item_ids, catalog).to_dict()
+    rr = evaluate_stream(
+        model, item_ids, log, split.train_end, online=online_cfg, at_row_time=not args.as_emitted, catalog=catalog
+    )
     timings |= {"evaluate_s": rr.seconds, "events_per_s": rr.extra["events_per_s"]}
     report = build_report(
         rr, split, str(args.data), timings,
         {"train": asdict(train_cfg), "online": asdict(online_cfg), "query_time": "previous event" if args.as_emitted else "row"},
-    )
+    ) | extra
     _print_table(report)
     if args.report:
         write_report(report, args.report)
         png = args.report.with_suffix(".png")
         plot_over_time(rr, split, png)
         print(f"report: {args.report}, plot: {png}")
+    return 0
+
+
+def _cold_start(args, log, split, catalog, train_cfg, online_cfg, extra) -> int:  # type: ignore[no-untyped-def]
+    from engine.alignment import fit_alignment
+    from engine.cold_start import cold_start_split, evaluate_cold_start
+    from engine.train import train
+
+    if catalog is None:
+        print("--cold-start needs --catalog (the held-out items are known only by their text and attributes)")
+        return 2
+    cs = cold_start_split(log, split.train_end, share=args.cold_share, seed=train_cfg.seed)
+    print(
+        f"cold start: {len(cs.held_out):,} items held out of the {cs.train_end:,} training rows; "
+        f"scoring their first interactions ({len(cs.rows):,} rows)", flush=True,
+    )
+    res = train(cs.log.slice(0, cs.train_end), train_cfg)
+    extra["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
+    out = evaluate_cold_start(res.model, res.item_ids, cs, catalog, online_cfg)
+    print(f"\n{'method':<24} {'R@10':>7} {'MRR':>7}   (first {cs.extra['first_n']} interactions of each held-out item)")
+    for name, m in out["metrics"].items():
+        print(f"{name:<24} {m['recall@10']:7.4f} {m.get('mrr', float('nan')):7.4f}")
+    a = extra["alignment"]
+    print(f"alignment: held-out Recall@10 {a['heldout_recall_at_10']:.3f} (random {a['random_recall_at_10']:.3f})")
+    if args.report:
+        report = {
+            "cold_start": out, "protocol": args.protocol, "data": str(args.data), "catalog_file": str(args.catalog),
+            "timings": {"train_s": res.seconds, "evaluate_s": out["seconds"]},
+        } | extra
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=2))
+        print(f"report: {args.report}")
     return 0
 
 
@@ -240,7 +331,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "own time (the protocols' query time)",
     )
     e.add_argument("--report", type=Path, default=None, help="write the JSON report here (and a PNG beside it)")
+    e.add_argument(
+        "--catalog", type=Path, default=None,
+        help="catalogue (CSV or JSON lines: item_id, title, text, attributes): item text and attributes join the model",
+    )
+    e.add_argument("--text-model", type=Path, default=None, help="local transformers model folder for item text")
+    e.add_argument(
+        "--cold-start", action="store_true",
+        help="hold a share of items out of training; Recall@10 on their first interactions, with and without text",
+    )
+    e.add_argument("--cold-share", type=float, default=0.1, help="share of items held out with --cold-start")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("catalog", help="load a catalogue file (CSV or JSON lines) into the items topic")
+    c.add_argument("file", type=Path, help="item_id, title, text, attributes (CSV with a header, or JSON lines)")
+    c.add_argument("--bootstrap", default=None)
+    c.set_defaults(func=cmd_catalog)
 
     r = sub.add_parser("replay", help="produce a CSV log (user,item,timestamp) to the interactions topic")
     r.add_argument("--data", type=Path, default=defaults.data)

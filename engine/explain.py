@@ -1,0 +1,120 @@
+"""Why each item was recommended: a short reason from the model's own evidence, with its strength.
+
+In order of precedence, for user u and recommended item i:
+
+1. i is in u's recent history: "you used this k events ago" (strength 0.5^k, the repeat signal's decay);
+2. i is close to a recent history item h: "like <h>" (strength: their cosine in the co-interaction
+   space, engine/cointeraction.py, or of their item vectors without it; when ≥ ``SIMILAR``, and
+   only for an item someone has used: a new item's position is inferred from its catalogue entry);
+3. i shares a catalogue attribute with a recent history item h: "same genre as <h>" (strength: the
+   share of i's attributes that h has);
+4. i is among the most used items of the short popularity horizon: "trending" (strength: its share
+   of that recent use relative to the top item);
+5. i has never been used and stands on its catalogue knowledge: "new: matches your interests";
+6. otherwise "matches your current interests".
+
+(5 and 6: strength: the cosine of i with the mean direction of u's recent items, floored at 0.)
+
+Everything is computed for the whole batch at once on the device; only the wording is per item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.codec import UserState
+from engine.items import ItemTable
+
+__all__ = ["SIMILAR", "explain"]
+
+SIMILAR = 0.6  # cosine above which "like <item>" explains a recommendation
+TRENDING_SHARE = 0.01  # the top 1% of items (at least 10) by recent use are "trending"
+_AGO = ["you just used this"] + [f"you used this {k + 1} events ago" for k in range(1, 256)]
+
+
+def _history_rows(table: ItemTable, states: Sequence[UserState], length: int) -> np.ndarray:
+    out = np.full((len(states), length), -1, np.int64)
+    index = table.index
+    for b, st in enumerate(states):
+        for l, item in enumerate(st.hist_items[:length]):
+            out[b, l] = index.get(item, -1)
+    return out
+
+
+@torch.no_grad()
+def explain(
+    table: ItemTable, states: Sequence[UserState], top_rows: Tensor, history: int = 16
+) -> list[list[tuple[str, float]]]:
+    """``(reason, strength)`` for each of the ``[B, k]`` recommended rows of users ``states``."""
+    dev = top_rows.device
+    b, k = top_rows.shape
+    hist_np = _history_rows(table, states, history)
+    hist = torch.from_numpy(hist_np).to(dev)  # [B, L]
+    valid = hist >= 0
+    content = table.content()  # co-interaction space: "like" means used by the same people, when known
+    vec = F.normalize(content if content is not None else table.vectors(), dim=-1)
+    rec_v = vec[top_rows]  # [B, k, d]
+    hist_v = vec[hist.clamp(min=0)] * valid.unsqueeze(-1)  # [B, L, d]
+    sim = torch.einsum("bkd,bld->bkl", rec_v, hist_v).masked_fill(~valid.unsqueeze(1), -2.0)
+    same = top_rows.unsqueeze(-1) == hist.unsqueeze(1)  # [B, k, L]: a repeat
+    ago = torch.where(same, torch.arange(hist.shape[1], device=dev), hist.shape[1]).min(-1).values  # [B, k]
+    best_sim, best_l = sim.masked_fill(same, -2.0).max(-1)  # [B, k]
+    mean_h = F.normalize(hist_v.sum(1), dim=-1)  # [B, d]
+    interest = torch.einsum("bkd,bd->bk", rec_v, mean_h)
+
+    shared = torch.zeros(b, k, device=dev)
+    shared_l = torch.zeros(b, k, dtype=torch.long, device=dev)
+    shared_a = torch.full((b, k), -1, dtype=torch.long, device=dev)
+    attrs = table.attribute_ids  # [N, A] (-1 = none)
+    if attrs.shape[1] > 0:
+        ra = attrs[top_rows]  # [B, k, A]
+        ha = attrs[hist.clamp(min=0)].masked_fill(~valid.unsqueeze(-1), -1)  # [B, L, A]
+        eq = (ra[:, :, None, :, None] == ha[:, None, :, None, :]) & (ra[:, :, None, :, None] >= 0)  # [B,k,L,A,A]
+        hit = eq.any(-1)  # [B, k, L, A]: i's attribute a is one of h's
+        n_attr = (ra >= 0).sum(-1).clamp(min=1)  # [B, k]
+        per_l = hit.sum(-1).float() / n_attr.unsqueeze(-1)  # [B, k, L]
+        shared, shared_l = per_l.max(-1)
+        first_a = hit.gather(2, shared_l[:, :, None, None].expand(-1, -1, 1, hit.shape[-1])).squeeze(2)  # [B,k,A]
+        a_idx = first_a.float().argmax(-1)  # first shared attribute position
+        shared_a = ra.gather(2, a_idx.unsqueeze(-1)).squeeze(-1)
+
+    n = len(table)
+    recent_use = table.graph.trending(n, dev)[:, 0]
+    top_n = max(10, int(TRENDING_SHARE * n))
+    cutoff = torch.topk(recent_use, min(top_n, n)).values[-1] if n else recent_use.new_tensor(0.0)
+    peak = recent_use.max() if n else recent_use.new_tensor(1.0)
+    rec_use = recent_use[top_rows]
+    trending = (rec_use >= cutoff) & (rec_use > 0)
+    unused = table.counts(top_rows.flatten()).view(b, k) == 0
+    has_knowledge = (table.knowledge[top_rows] != 0).any(-1)
+
+    ago_l, sim_l, bl_l = ago.tolist(), best_sim.tolist(), best_l.tolist()
+    sh_l, shl_l, sha_l = shared.tolist(), shared_l.tolist(), shared_a.tolist()
+    tr_l, use_l, unused_l, know_l = trending.tolist(), (rec_use / peak.clamp(min=1e-9)).tolist(), unused.tolist(), has_knowledge.tolist()
+    int_l = interest.tolist()
+    names = table.attribute_names
+    out: list[list[tuple[str, float]]] = []
+    for u in range(b):
+        row: list[tuple[str, float]] = []
+        for j in range(k):
+            if ago_l[u][j] < hist.shape[1]:
+                row.append((_AGO[ago_l[u][j]], 0.5 ** ago_l[u][j]))
+            elif sim_l[u][j] >= SIMILAR and not unused_l[u][j]:  # a new item's vector is only inferred
+                row.append((f"like {table.title(hist_np[u, bl_l[u][j]])}", sim_l[u][j]))
+            elif sh_l[u][j] > 0 and sha_l[u][j] >= 0:
+                key, _, value = names[sha_l[u][j]].partition("=")
+                h = table.title(hist_np[u, shl_l[u][j]])
+                row.append((f"same {key} ({value}) as {h}", sh_l[u][j]))
+            elif tr_l[u][j]:
+                row.append(("trending", use_l[u][j]))
+            elif unused_l[u][j] and know_l[u][j]:
+                row.append(("new: matches your interests", max(0.0, int_l[u][j])))
+            else:
+                row.append(("matches your current interests", max(0.0, int_l[u][j])))
+        out.append(row)
+    return out

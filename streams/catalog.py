@@ -1,0 +1,161 @@
+"""Catalog stage: keeps the worker's item table in step with the compacted ``tide.items`` topic.
+
+Every worker reads every partition of ``tide.items`` from the beginning: a compacted topic is a
+table, and every worker scores against every item. Records are decoded and validated (invalid ones
+go to the dead-letter topic), text that changed is encoded in batches (engine/text.py) in this
+thread while the hot path keeps folding, and the changes are applied to the item table under the
+engine lock, where a new item becomes recommendable at once (engine/catalog.py). Entries (title,
+attributes, text digest and vector) are kept in RocksDB, so a restart re-reads the topic without
+re-encoding unchanged text. A tombstone (null value) is ignored: an item, once known, stays
+scoreable; take it out of recommendations downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from engine.catalog import Catalog, CatalogEntry
+from engine.codec import decode_catalog_entry, encode_catalog_entry
+from engine.state import PartitionStore, new_transaction
+from engine.text import TextEncoder, item_text, text_digest
+from schemas import Item, SchemaError, decode_item
+from streams.config import Settings
+from streams.runtime import Engine
+
+__all__ = ["CatalogStage", "restore_catalog"]
+
+logger = logging.getLogger(__name__)
+
+_ENTRY = b"c/"
+
+
+def restore_catalog(store: PartitionStore) -> Catalog:
+    """The catalogue as last persisted in ``store``."""
+    catalog = Catalog()
+    for key, value in store.items():
+        if key.startswith(_ENTRY):
+            title, attrs, digest, vec = decode_catalog_entry(value)
+            catalog.restore(key[len(_ENTRY) :].decode("utf-8"), CatalogEntry(title, attrs, digest, vec))
+    return catalog
+
+
+class CatalogStage:
+    """Consumes ``tide.items`` into the engine's item table, in its own thread, until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        dead_letter: Callable[[Message, str, str], None],
+        encoder_factory: Callable[[], TextEncoder] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = engine.store.partition("catalog")
+        self.dead_letter = dead_letter
+        self.table = engine.items.table
+        if self.table.catalog is None:
+            self.table.attach_catalog(restore_catalog(self.store))
+        self.catalog = self.table.catalog
+        align = engine.checkpoint.model.align
+        self.text_dim = align.cfg.text_dim if align is not None else 0  # 0: the model reads no text
+        self._encoder_factory = encoder_factory or (
+            lambda: TextEncoder(settings.text_model, device=engine.device, batch_size=settings.text_batch_size)
+        )
+        self._encoder: TextEncoder | None = None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="tide-catalog", daemon=True)
+        self.applied = 0  # catalogue records applied (changed entries)
+        self.encoded = 0  # texts encoded
+        self.caught_up = threading.Event()  # set once the topic has been read to its end once
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.thread.join(timeout)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self._encoder is None:
+            self._encoder = self._encoder_factory()
+        self.encoded += len(texts)
+        return self._encoder.encode(texts)
+
+    def apply(self, items: list[Item]) -> list[str]:
+        """Apply catalogue records: encode what changed (outside the lock), then update the table."""
+        latest = {it.item_id: it for it in items}
+        vectors: dict[str, np.ndarray] = {}
+        if self.text_dim:
+            todo = []
+            for item_id, it in latest.items():
+                old = self.catalog.get(item_id)
+                text = item_text(it.title, it.text)
+                if old is None or old.digest != text_digest(text) or old.text_vec is None:
+                    todo.append((text, item_id))
+            if todo:
+                enc = self._encode([t for t, _ in todo])
+                vectors = {item_id: v for (_, item_id), v in zip(todo, enc)}
+        by_text = {item_text(it.title, it.text): it.item_id for it in latest.values()}
+
+        def precomputed(texts: list[str]) -> np.ndarray:
+            return np.stack([vectors[by_text[t]] for t in texts])
+
+        with self.engine.lock:
+            changed = self.catalog.upsert(latest.values(), precomputed if vectors else None)
+            if changed:
+                self.table.catalog_changed(changed)
+        if changed:
+            tx = new_transaction()
+            for item_id in changed:
+                e = self.catalog.entries[item_id]
+                tx.put(_ENTRY + item_id.encode("utf-8"), encode_catalog_entry(e.title, e.attributes, e.digest, e.text_vec))
+            self.store.write(tx)
+            self.applied += len(changed)
+        return changed
+
+    def _run(self) -> None:
+        s = self.settings
+        topic = s.topics.items
+        consumer = Consumer(s.consumer_conf(group_id=f"{s.group_id}-catalog", **{"enable.auto.commit": False}))
+        try:
+            meta = consumer.list_topics(topic, timeout=10)
+            parts = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            while not self._stop.is_set():
+                msgs = consumer.consume(num_messages=512, timeout=0.5)
+                if msgs:
+                    self._process(msgs)
+                elif not self.caught_up.is_set():
+                    self.caught_up.set()
+                    logger.info("catalogue read: %d items (%d texts encoded)", len(self.catalog), self.encoded)
+        except KafkaException as exc:
+            logger.error("catalog stage stopped: %s", exc)
+        finally:
+            consumer.close()
+
+    def _process(self, msgs: list[Message]) -> None:
+        items: list[Item] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("catalog consume error: %s", err)
+                continue
+            if m.value() is None:
+                continue  # tombstone
+            try:
+                items.append(decode_item(m.value()))
+            except SchemaError as exc:
+                self.dead_letter(m, exc.kind, str(exc))
+        if items:
+            t0 = time.perf_counter()
+            changed = self.apply(items)
+            if changed:
+                logger.info("catalogue: %d items changed (%.2fs)", len(changed), time.perf_counter() - t0)
