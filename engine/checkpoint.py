@@ -59,8 +59,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
         raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format')!r}")
     model = InterestModel(InterestConfig(**payload["config"]))
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-    # counts and the co-interaction term are absent from older checkpoints: zeros, which turn them off
-    if unexpected or set(missing) - {"item_counts", "item_content", "content_weight"}:
+    # counts, the co-interaction term and the event-type head are absent from older checkpoints
+    if unexpected or set(missing) - {"item_counts", "item_content", "content_weight", "type_head.weight", "type_head.bias"}:
         raise ValueError(f"{path}: checkpoint does not match its config: missing {missing}, unexpected {unexpected}")
     model.to(device).eval()
     return Checkpoint(model, list(payload["item_ids"]), payload["version"], payload.get("meta", {}))

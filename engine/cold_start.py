@@ -77,19 +77,30 @@ def evaluate_cold_start(
     }
     out: dict[str, Any] = {}
     seconds = 0.0
+    n_candidates = len(set(item_ids) | set(catalog.entries))
+
+    def metrics(ranks: np.ndarray) -> dict[str, Any]:
+        # where the item lands in the whole ranking, not only whether it makes the top 10: on logs
+        # where users mostly return to their own items, those fill the top 10 for any new item
+        return ranking_metrics(ranks) | {
+            "median_rank": float(np.median(ranks)), "median_percentile": float(np.median(ranks)) / n_candidates,
+        }
+
     for name, cat in variants.items():
         # each variant from the same trained weights: online learning changes the model it streams
         rr = evaluate_stream(
             copy.deepcopy(model), item_ids, split.log, split.train_end, online=online, catalog=cat
         )
         ranks = rr.ranks["model"][split.rows - split.train_end]
-        out[name] = ranking_metrics(ranks)
+        out[name] = metrics(ranks)
         seconds += rr.seconds
         if name == "model":
             pop = rr.ranks["popularity"][split.rows - split.train_end]
-            out["popularity"] = ranking_metrics(pop)
-    n_candidates = len(set(item_ids) | set(catalog.entries))
-    out["random"] = {"n": len(split.rows), "recall@10": min(1.0, 10 / max(n_candidates, 1))}
+            out["popularity"] = metrics(pop)
+    out["random"] = {
+        "n": len(split.rows), "recall@10": min(1.0, 10 / max(n_candidates, 1)), "median_percentile": 0.5,
+        "median_rank": (n_candidates + 1) / 2,
+    }
     return {
         "held_out_items": len(split.held_out), "rows": len(split.rows), "metrics": out,
         "split": split.extra, "seconds": seconds,

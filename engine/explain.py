@@ -93,28 +93,41 @@ def explain(
     unused = table.counts(top_rows.flatten()).view(b, k) == 0
     has_knowledge = (table.knowledge[top_rows] != 0).any(-1)
 
-    ago_l, sim_l, bl_l = ago.tolist(), best_sim.tolist(), best_l.tolist()
-    sh_l, shl_l, sha_l = shared.tolist(), shared_l.tolist(), shared_a.tolist()
-    tr_l, use_l, unused_l, know_l = trending.tolist(), (rec_use / peak.clamp(min=1e-9)).tolist(), unused.tolist(), has_knowledge.tolist()
-    int_l = interest.tolist()
-    names = table.attribute_names
-    out: list[list[tuple[str, float]]] = []
-    for u in range(b):
-        row: list[tuple[str, float]] = []
-        for j in range(k):
-            if ago_l[u][j] < hist.shape[1]:
-                row.append((_AGO[ago_l[u][j]], 0.5 ** ago_l[u][j]))
-            elif sim_l[u][j] >= SIMILAR and not unused_l[u][j]:  # a new item's vector is only inferred
-                row.append((f"like {table.title(hist_np[u, bl_l[u][j]])}", sim_l[u][j]))
-            elif sh_l[u][j] > 0 and sha_l[u][j] >= 0:
-                key, _, value = names[sha_l[u][j]].partition("=")
-                h = table.title(hist_np[u, shl_l[u][j]])
-                row.append((f"same {key} ({value}) as {h}", sh_l[u][j]))
-            elif tr_l[u][j]:
-                row.append(("trending", use_l[u][j]))
-            elif unused_l[u][j] and know_l[u][j]:
-                row.append(("new: matches your interests", max(0.0, int_l[u][j])))
-            else:
-                row.append(("matches your current interests", max(0.0, int_l[u][j])))
-        out.append(row)
-    return out
+    # the precedence of the module docstring as one code per item, then only the wording per item
+    L = hist.shape[1]
+    repeat = ago < L
+    like = ~repeat & (best_sim >= SIMILAR) & ~unused
+    same = ~repeat & ~like & (shared > 0) & (shared_a >= 0)
+    trend = ~repeat & ~like & ~same & trending
+    new = ~repeat & ~like & ~same & ~trend & unused & has_knowledge
+    code = torch.full((b, k), _INTEREST, dtype=torch.long, device=dev)
+    for c, mask in [(_REPEAT, repeat), (_LIKE, like), (_SAME, same), (_TRENDING, trend), (_NEW, new)]:
+        code[mask] = c
+    strength = torch.where(
+        repeat, 0.5 ** ago.clamp(max=L).float(),
+        torch.where(like, best_sim, torch.where(same, shared, torch.where(trend, rec_use / peak.clamp(min=1e-9), interest.clamp(min=0)))),
+    )
+    # every distinct wording once: fixed texts first, then one per (code, named row, attribute)
+    named = torch.where(like, best_l, shared_l)
+    named_row = torch.from_numpy(hist_np).to(dev).gather(1, named.clamp(max=L - 1))
+    texts = [*_AGO[:L], _FIXED[_TRENDING], _FIXED[_NEW], _FIXED[_INTEREST]]
+    text_id = torch.where(repeat, ago.clamp(max=L - 1), L + (code - _TRENDING).clamp(min=0))
+    dynamic = like | same
+    if bool(dynamic.any()):
+        keys = torch.stack([code[dynamic], named_row[dynamic], shared_a[dynamic].masked_fill(like[dynamic], -1)], 1)
+        uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
+        names = table.attribute_names
+        for c, r, at in uniq.tolist():
+            texts.append(f"like {table.title(r)}" if c == _LIKE else _same(names[at], table.title(r)))
+        text_id[dynamic] = len(texts) - len(uniq) + inverse
+    pick = texts.__getitem__
+    return [list(zip(map(pick, ids), st)) for ids, st in zip(text_id.tolist(), strength.tolist())]
+
+
+_REPEAT, _LIKE, _SAME, _TRENDING, _NEW, _INTEREST = range(6)
+_FIXED = {_TRENDING: "trending", _NEW: "new: matches your interests", _INTEREST: "matches your current interests"}
+
+
+def _same(attribute: str, title: str) -> str:
+    key, _, value = attribute.partition("=")
+    return f"same {key} ({value}) as {title}"

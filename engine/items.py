@@ -209,7 +209,8 @@ class ItemTable:
     def take_snapshot(self) -> None:
         """Close the item-graph snapshot and advance the snapshot model's item states over it."""
         edges = self.graph.snapshot_edges(len(self), self.device)
-        self.set_graph_state(self.model.graph_model(self._static, *edges, self._graph_state))
+        attributes = self._edges if self.catalog is not None else None
+        self.set_graph_state(self.model.graph_model(self._static, *edges, self._graph_state, attributes))
 
     def set_graph_state(self, state: Tensor) -> None:
         self._graph_state = state

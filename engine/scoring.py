@@ -19,10 +19,12 @@ CONTEXT_ITEMS = 4  # the user's most recent distinct items whose transitions fee
 def score_items(
     model: InterestModel, graph: ItemGraph, vectors: Tensor, bias: Tensor, mem: Tensor, ctx: UserContext,
     content: Tensor | None = None,
+    queries: list[Tensor] | None = None,
 ) -> Tensor:
     """Scores ``[B, N]`` of the ``N`` items with ``vectors`` ``[N, d]``, ``bias`` ``[N]`` and co-interaction
     vectors ``content`` ``[N, k]`` for users with memories ``mem`` ``[B, d]`` and contexts ``ctx`` (on the
-    same device)."""
+    same device). With ``queries``, the users' query vectors ``[B, d]`` are appended to it (for the
+    multi-task head)."""
     n = vectors.shape[0]
     dev = mem.device
     seq_len = min(model.cfg.seq_len, ctx.hist_rows.shape[1])
@@ -34,6 +36,8 @@ def score_items(
     q = model.query(
         mem, last_vec, hist_vecs, ctx.hist_ages[:, :seq_len], ctx.hist_types[:, :seq_len], valid, ctx.gap
     )
+    if queries is not None:
+        queries.append(q)
     transitions = graph.transition_pairs(ctx.prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, dev)
     users_content = None
     if content is not None:

@@ -23,6 +23,7 @@ from engine.data import InteractionLog
 from engine.graph import ItemGraph
 from engine.context import log_contexts
 from engine.scoring import score_items
+from schemas import EVENT_TYPES
 from models.interest import InterestConfig, InterestModel
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -51,6 +52,10 @@ class TrainConfig:
     content_dim: int = 0  # width of the co-interaction vectors (engine/cointeraction.py); 0: off
     content_window: int = 8
     text_dim: int = 0  # width of the catalogue's text vectors (0: no catalogue); see engine/alignment.py
+    # multi-task: loss weight per event type of the predicted event (e.g. {"purchase": 3.0}; others 1),
+    # and the weight of predicting the next event's type, used when the log has more than one type
+    event_weights: dict[str, float] | None = None
+    type_loss_weight: float = 0.1
     handover: float = 10.0
 
 
@@ -77,7 +82,10 @@ def train(
     log: InteractionLog,
     cfg: TrainConfig,
     progress: Callable[[int, float], None] | None = None,
+    attributes: Callable[[list[str]], tuple[np.ndarray, np.ndarray, list[str]]] | None = None,
 ) -> TrainResult:
+    """Train on ``log``; ``attributes`` (e.g. ``Catalog.attribute_edges``) gives the item–attribute edges
+    of the item ids for the item-graph snapshots."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     start = time.perf_counter()
@@ -99,6 +107,10 @@ def train(
         )
     )
     model.item_counts.copy_(torch.from_numpy(np.bincount(items, minlength=n_items)).float())
+    attr_edges = None
+    if attributes is not None:
+        a_rows, a_attrs, a_names = attributes(item_ids)
+        attr_edges = (torch.from_numpy(a_rows), torch.from_numpy(a_attrs), len(a_names))
     content = None
     if cfg.content_dim > 0:
         c = cointeraction_vectors(users, items, n_items, cfg.content_dim, cfg.content_window, cfg.seed)
@@ -107,6 +119,15 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ts = torch.from_numpy(log.ts).float()
     etypes = torch.from_numpy(log.event_types)
+    type_index = {name: k for k, name in enumerate(EVENT_TYPES)}
+    unknown = set(cfg.event_weights or {}) - set(type_index)
+    if unknown:
+        raise ValueError(f"event_weights: unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
+    per_type = torch.ones(len(EVENT_TYPES))
+    for name, w in (cfg.event_weights or {}).items():
+        per_type[type_index[name]] = w
+    row_weight = per_type[etypes]  # [E]
+    multi_type = len(np.unique(log.event_types)) > 1 and cfg.type_loss_weight > 0
     ones = torch.ones(n)
     losses: list[float] = []
     for epoch in range(cfg.epochs):
@@ -130,7 +151,7 @@ def train(
                     graph_prev = graph_state.detach()
                     edges = graph.snapshot_edges(n_items, graph_prev.device)
                 if edges is not None:
-                    graph_state = model.graph_model(model.item_static.weight, *edges, graph_prev)
+                    graph_state = model.graph_model(model.item_static.weight, *edges, graph_prev, attr_edges)
             vectors = model.item_vectors(model.item_static.weight, item_mem, graph_state)
             if pending is not None:
                 pu = pending[_last_per_key(users[pending])]
@@ -148,10 +169,14 @@ def train(
                 i_all = item_mem.index_put((ir,), new_i)
                 vectors = model.item_vectors(model.item_static.weight, i_all, graph_state)
             cu = torch.from_numpy(users[cur])
+            queries: list[torch.Tensor] = []
             scores = score_items(
-                model, graph, vectors, model.item_bias, u_all[cu], contexts[torch.from_numpy(cur)], content
+                model, graph, vectors, model.item_bias, u_all[cu], contexts[torch.from_numpy(cur)], content, queries
             )
-            loss = F.cross_entropy(scores, torch.from_numpy(items[cur]))
+            w = row_weight[cur]
+            loss = (F.cross_entropy(scores, torch.from_numpy(items[cur]), reduction="none") * w).sum() / w.sum()
+            if multi_type:
+                loss = loss + cfg.type_loss_weight * F.cross_entropy(model.type_head(queries[0]), etypes[cur])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -103,6 +103,8 @@ class InterestModel(nn.Module):
         self.register_buffer("item_counts", torch.zeros(cfg.n_items))
         self.register_buffer("item_content", torch.zeros(cfg.n_items, cfg.content_dim))  # c_i, fixed
         self.content_weight = nn.Parameter(torch.ones(()))  # β
+        # multi-task: the type of the user's next event (view, click, purchase …) from the same query
+        self.type_head = nn.Linear(cfg.dim, cfg.n_event_types)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -120,6 +122,7 @@ class InterestModel(nn.Module):
         nn.init.zeros_(self.graph_proj.weight)
         if self.align is not None:
             self.align.reset_parameters()
+        self.type_head.reset_parameters()
 
     def item_vectors(self, static: Tensor, memory: Tensor, graph_state: Tensor | None = None) -> Tensor:
         """Item vectors ``[N, d]`` from static embeddings ``[N, d]``, memories ``[N, d]`` and, with the

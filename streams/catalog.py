@@ -16,23 +16,53 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from engine.catalog import Catalog, CatalogEntry
 from engine.codec import decode_catalog_entry, encode_catalog_entry
+from engine.data import read_catalog
 from engine.state import PartitionStore, new_transaction
 from engine.text import TextEncoder, item_text, text_digest
 from schemas import Item, SchemaError, decode_item
 from streams.config import Settings
 from streams.runtime import Engine
 
-__all__ = ["CatalogStage", "restore_catalog"]
+__all__ = ["CatalogStage", "load_catalog_file", "produce_catalog", "restore_catalog"]
 
 logger = logging.getLogger(__name__)
 
 _ENTRY = b"c/"
+
+
+def load_catalog_file(path: Path, settings: Settings, device: str) -> tuple[Catalog, int, dict[str, float]]:
+    """Read a catalogue file and encode its text: the catalogue, the text width and encoding figures."""
+    items = read_catalog(path)
+    encoder = TextEncoder(settings.text_model, device=device, batch_size=settings.text_batch_size)
+    catalog = Catalog()
+    start = time.perf_counter()
+    catalog.upsert(items, encoder.encode)
+    seconds = time.perf_counter() - start
+    return catalog, encoder.dim, {"items": len(catalog), "encode_s": seconds, "items_per_s": len(catalog) / max(seconds, 1e-9)}
+
+
+def produce_catalog(settings: Settings, items: list[Item]) -> None:
+    """Write catalogue records to the items topic, keyed by item id (the topic is compacted)."""
+    producer = Producer(settings.producer_conf())
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for it in items:
+        producer.produce(settings.topics.items, it.to_json(), it.item_id.encode("utf-8"), on_delivery=on_delivery)
+        producer.poll(0)
+    producer.flush(30)
+    if errors:
+        raise KafkaException(f"{len(errors)} catalogue records failed, e.g. {errors[0]}")
 
 
 def restore_catalog(store: PartitionStore) -> Catalog:

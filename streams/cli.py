@@ -70,9 +70,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     n = int(len(log) * args.fraction)
     cfg, _ = _configs(args.config)
     cfg = replace(cfg, seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {}))
+    catalog, meta = None, {"data": source}
+    if args.catalog:
+        from streams.runtime import pick_device
+
+        catalog, text_dim, meta["catalog"] = _load_catalog(args.catalog, args.text_model, pick_device(settings.device).type)
+        cfg = replace(cfg, text_dim=text_dim, content_dim=cfg.content_dim or 32)
     print(f"training on {n:,} of {len(log):,} interactions from {source} ({cfg.epochs} epochs)", flush=True)
-    res = train(log.slice(0, n), cfg)
-    path = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg) | {"data": source})
+    res = train(log.slice(0, n), cfg, attributes=catalog.attribute_edges if catalog else None)
+    if catalog is not None:
+        from engine.alignment import fit_alignment
+
+        meta["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
+    path = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg) | meta)
     print(f"checkpoint {path} (loss per epoch {[round(x, 4) for x in res.losses]}, {res.seconds:.1f}s)")
     return 0
 
@@ -88,47 +98,61 @@ def _configs(path: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _load_catalog(path: Path, text_model: Path | None, device: str):  # type: ignore[no-untyped-def]
-    """Read a catalogue file and encode its text: the catalogue, the text width and encoding figures."""
-    import time
+    from streams.catalog import load_catalog_file
 
-    from engine.catalog import Catalog
-    from engine.data import read_catalog
-    from engine.text import TextEncoder
+    catalog, text_dim, info = load_catalog_file(path, _settings(text_model=text_model), device)
+    print(f"catalogue {path}: {len(catalog):,} items, text encoded in {info['encode_s']:.1f}s ({info['items_per_s']:,.0f} items/s)")
+    return catalog, text_dim, info
 
-    settings = _settings(text_model=text_model)
-    items = read_catalog(path)
-    encoder = TextEncoder(settings.text_model, device=device, batch_size=settings.text_batch_size)
-    catalog = Catalog()
-    start = time.perf_counter()
-    catalog.upsert(items, encoder.encode)
-    seconds = time.perf_counter() - start
-    info = {"items": len(catalog), "encode_s": seconds, "items_per_s": len(catalog) / max(seconds, 1e-9)}
-    print(f"catalogue {path}: {len(catalog):,} items, text encoded in {seconds:.1f}s ({info['items_per_s']:,.0f} items/s)")
-    return catalog, encoder.dim, info
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    """Write a synthetic catalogue (JSON lines) and interaction log (CSV) whose item text carries the
+    users' planted interests, with a share of items that appear only late (cold start)."""
+    from engine.synthetic import catalog_log, write_catalog, write_log_csv
+
+    cl = catalog_log(
+        n_users=args.users, n_items=args.items, n_topics=args.topics, events_per_user=args.events_per_user,
+        seed=args.seed,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_catalog(cl.items, args.out / "catalog.jsonl")
+    write_log_csv(cl.log, args.out / "log.csv")
+    print(
+        f"{args.out}/catalog.jsonl: {len(cl.items):,} items ({len(cl.cold_items):,} appear only in the last "
+        f"fifth of the log); {args.out}/log.csv: {len(cl.log):,} interactions of {args.users:,} users"
+    )
+    return 0
+
+
+def cmd_encode_bench(args: argparse.Namespace) -> int:
+    """Item text encoding throughput on this machine."""
+    import torch
+
+    from engine.text import TextEncoder, encode_throughput
+    from streams.runtime import pick_device
+
+    settings = _settings(text_model=args.text_model)
+    device = pick_device(args.device)
+    encoder = TextEncoder(settings.text_model, device=device, batch_size=args.batch)
+    for threads in [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [0]:
+        if threads:
+            torch.set_num_threads(threads)
+        r = encode_throughput(encoder, args.items)
+        print(
+            f"{r['items']:,} item texts in {r['seconds']:.1f}s: {r['items_per_s']:,.0f} items/s "
+            f"({r['device']}, batch {r['batch_size']}, {r['threads']} threads)"
+        )
+    return 0
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     """Load a catalogue file into the items topic (keyed by item id; the topic is compacted)."""
-    from confluent_kafka import Producer
-
     from engine.data import read_catalog
+    from streams.catalog import produce_catalog
 
     settings = _settings(bootstrap_servers=args.bootstrap)
     items = read_catalog(args.file)
-    producer = Producer(settings.producer_conf())
-    errors: list[str] = []
-
-    def on_delivery(err, msg) -> None:  # type: ignore[no-untyped-def]
-        if err is not None:
-            errors.append(str(err))
-
-    for it in items:
-        producer.produce(settings.topics.items, it.to_json(), it.item_id.encode("utf-8"), on_delivery=on_delivery)
-        producer.poll(0)
-    producer.flush(30)
-    if errors:
-        print(f"{len(errors)} catalogue records failed, e.g. {errors[0]}")
-        return 1
+    produce_catalog(settings, items)
     print(f"{len(items):,} catalogue items → {settings.topics.items}")
     return 0
 
@@ -166,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, item_ids = ckpt.model, ckpt.item_ids
     else:
         print(f"training on the {split.train_end:,} {args.protocol} training rows of {args.data} ({train_cfg.epochs} epochs)", flush=True)
-        res = train(log.slice(0, split.train_end), train_cfg)
+        res = train(log.slice(0, split.train_end), train_cfg, attributes=catalog.attribute_edges if catalog else None)
         model, item_ids = res.model, res.item_ids
         timings["train_s"] = res.seconds
         if catalog is not None:
@@ -201,12 +225,18 @@ def _cold_start(args, log, split, catalog, train_cfg, online_cfg, extra) -> int:
         f"cold start: {len(cs.held_out):,} items held out of the {cs.train_end:,} training rows; "
         f"scoring their first interactions ({len(cs.rows):,} rows)", flush=True,
     )
-    res = train(cs.log.slice(0, cs.train_end), train_cfg)
+    res = train(cs.log.slice(0, cs.train_end), train_cfg, attributes=catalog.attribute_edges)
     extra["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
     out = evaluate_cold_start(res.model, res.item_ids, cs, catalog, online_cfg)
-    print(f"\n{'method':<24} {'R@10':>7} {'MRR':>7}   (first {cs.extra['first_n']} interactions of each held-out item)")
+    print(
+        f"\n{'method':<24} {'R@10':>7} {'MRR':>7} {'median rank':>12}   "
+        f"(first {cs.extra['first_n']} interactions of each held-out item, {out['rows']:,} rows)"
+    )
     for name, m in out["metrics"].items():
-        print(f"{name:<24} {m['recall@10']:7.4f} {m.get('mrr', float('nan')):7.4f}")
+        print(
+            f"{name:<24} {m['recall@10']:7.4f} {m.get('mrr', float('nan')):7.4f} "
+            f"{m['median_rank']:7.0f} ({m['median_percentile']:.2f})"
+        )
     a = extra["alignment"]
     print(f"alignment: held-out Recall@10 {a['heldout_recall_at_10']:.3f} (random {a['random_recall_at_10']:.3f})")
     if args.report:
@@ -255,7 +285,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import DemoOptions, run_demo
 
-    return run_demo(DemoOptions(data=args.data, epochs=args.epochs, rate=args.rate, workdir=args.workdir))
+    return run_demo(
+        DemoOptions(data=args.data, epochs=args.epochs, rate=args.rate, workdir=args.workdir, catalog=args.catalog)
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -313,6 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--config", type=Path, default=None, help='JSON {"train": {...}}')
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, default=defaults.checkpoint_dir)
+    t.add_argument(
+        "--catalog", type=Path, default=None,
+        help="catalogue (CSV or JSON lines): train the text alignment too, so the worker can use item text",
+    )
+    t.add_argument("--text-model", type=Path, default=None, help="local transformers model folder for item text")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
@@ -348,6 +385,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--bootstrap", default=None)
     c.set_defaults(func=cmd_catalog)
 
+    sy = sub.add_parser("synthetic", help="write a synthetic catalogue with text and a log with planted interests")
+    sy.add_argument("--out", type=Path, default=Path(".tide/synthetic"))
+    sy.add_argument("--users", type=int, default=500)
+    sy.add_argument("--items", type=int, default=600)
+    sy.add_argument("--topics", type=int, default=8)
+    sy.add_argument("--events-per-user", type=int, default=40)
+    sy.add_argument("--seed", type=int, default=0)
+    sy.set_defaults(func=cmd_synthetic)
+
+    eb = sub.add_parser("encode-bench", help="item text encoding throughput (items/s)")
+    eb.add_argument("--items", type=int, default=2000)
+    eb.add_argument("--batch", type=int, default=defaults.text_batch_size)
+    eb.add_argument("--threads", default="1,2", help="CPU: torch threads to try, comma-separated")
+    eb.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    eb.add_argument("--text-model", type=Path, default=None)
+    eb.set_defaults(func=cmd_encode_bench)
+
     r = sub.add_parser("replay", help="produce a CSV log (user,item,timestamp) to the interactions topic")
     r.add_argument("--data", type=Path, default=defaults.data)
     r.add_argument("--bootstrap", default=None)
@@ -366,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     d.add_argument("--rate", type=float, default=2000.0, help="offered events/s for the latency phase")
     d.add_argument("--workdir", type=Path, default=Path(".tide/demo"))
+    d.add_argument("--catalog", type=Path, default=None, help="a catalogue file for the items topic (CSV or JSON lines)")
     d.set_defaults(func=cmd_demo)
 
     bb = sub.add_parser(

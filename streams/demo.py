@@ -29,12 +29,14 @@ import numpy as np
 
 from engine.baselines import RecencyFrequency
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import read_csv
+from engine.alignment import fit_alignment
+from engine.data import read_catalog, read_csv
 from engine.evaluation import evaluate_stream, next_items, ranking_metrics
 from engine.online import OnlineConfig
 from engine.train import TrainConfig, train
 from schemas import Recommendation
 from streams.broker import EmbeddedBroker, create_topics, free_port
+from streams.catalog import load_catalog_file, produce_catalog
 from streams.config import Settings
 from streams.reader import RecommendationReader
 from streams.replay import replay
@@ -54,6 +56,7 @@ class DemoOptions:
     workdir: Path = Path(".tide/demo")
     train_fraction: float = 0.8
     timeout_s: float = 900.0
+    catalog: Path | None = None  # a catalogue file: trained with, and loaded into the items topic
 
 
 def _wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -92,7 +95,15 @@ def run_demo(opts: DemoOptions) -> int:
         print(f"[demo] embedded broker on {broker.bootstrap_servers}, topics created", flush=True)
 
         cfg = TrainConfig(epochs=opts.epochs)
-        res = train(log.slice(0, n_train), cfg)
+        catalog = None
+        if opts.catalog is not None:
+            catalog, text_dim, info = load_catalog_file(opts.catalog, settings, "cpu")
+            print(f"[demo] catalogue: {len(catalog):,} items, text encoded at {info['items_per_s']:,.0f} items/s")
+            cfg = TrainConfig(epochs=opts.epochs, text_dim=text_dim, content_dim=32)
+        res = train(log.slice(0, n_train), cfg, attributes=catalog.attribute_edges if catalog else None)
+        if catalog is not None:
+            fit_alignment(res.model, res.item_ids, catalog)
+            produce_catalog(settings, read_catalog(opts.catalog))  # the worker's catalog stage reads it
         ckpt = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg))
         print(f"[demo] trained in {res.seconds:.1f}s, loss per epoch {[round(x, 3) for x in res.losses]}: {ckpt.name}")
 
@@ -138,7 +149,7 @@ def run_demo(opts: DemoOptions) -> int:
             reader_thread.join(10)
             worker_log.close()
 
-    offline = _offline_ranks(ckpt, log, n_train, settings)
+    offline = _offline_ranks(ckpt, log, n_train, settings, catalog)
     _report(log, n_train, a, b, where, reader.records, t_a, time.perf_counter() - t_start, offline)
     return 0
 
@@ -150,7 +161,7 @@ def _last_sources(users: np.ndarray, partitions: np.ndarray, offsets: np.ndarray
     return {(int(partitions[k]), int(offsets[k])) for k in last.values()}
 
 
-def _offline_ranks(ckpt_path: Path, log, n_train: int, settings: Settings) -> dict[int, float]:  # type: ignore[no-untyped-def]
+def _offline_ranks(ckpt_path: Path, log, n_train: int, settings: Settings, catalog=None) -> dict[int, float]:  # type: ignore[no-untyped-def]
     """The offline evaluator's rank of every held-out row, from the same checkpoint and settings."""
     ckpt = load_checkpoint(ckpt_path)
     online = OnlineConfig(
@@ -158,7 +169,7 @@ def _offline_ranks(ckpt_path: Path, log, n_train: int, settings: Settings) -> di
         min_examples=settings.online_min_examples,
     )
     # ranked as the worker ranked them: for the moment of the user's previous event
-    rr = evaluate_stream(ckpt.model, ckpt.item_ids, log, n_train, online=online, at_row_time=False)
+    rr = evaluate_stream(ckpt.model, ckpt.item_ids, log, n_train, online=online, at_row_time=False, catalog=catalog)
     return dict(zip(rr.rows.tolist(), rr.ranks["model"].tolist()))
 
 

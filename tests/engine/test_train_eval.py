@@ -123,3 +123,19 @@ def test_offline_evaluation_carries_state_across_batches(log):
     torch.nn.init.zeros_(m.trend.weight)
     rr = evaluate_stream(m.eval(), ids, log, 300, batch_size=37, online=OnlineConfig(enabled=False))
     assert np.allclose(rr.ranks["model"], rr.ranks["recency_frequency"])
+
+
+def test_event_types_are_weighted_and_predicted_jointly():
+    from schemas import EVENT_TYPES
+
+    from tests.engine.conftest import tiny_log
+
+    log = tiny_log(n_events=300)
+    rng = np.random.default_rng(0)
+    types = rng.choice([EVENT_TYPES.index("view"), EVENT_TYPES.index("purchase")], size=len(log), p=[0.8, 0.2])
+    log = type(log)(log.users, log.items, log.ts, types)
+    cfg = TrainConfig(epochs=2, batch_size=50, dim=8, profile_items=5, event_weights={"purchase": 3.0})
+    res = train(log, cfg)
+    assert np.isfinite(res.losses).all()
+    with pytest.raises(ValueError, match="unknown event types"):
+        train(log, TrainConfig(epochs=1, event_weights={"buy": 2.0}))
