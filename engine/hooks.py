@@ -34,6 +34,9 @@ class FoldHooks(Protocol):
     def on_lag(self, topic: str, partition: int, lag: int) -> None:
         """Consumer lag in messages for one assigned partition."""
 
+    def on_catalog(self, n_items: int, n_encoded: int, encode_seconds: float) -> None:
+        """The catalogue now holds ``n_items``; ``n_encoded`` texts were encoded in ``encode_seconds``."""
+
 
 class NullHooks:
     """Hooks that record nothing."""
@@ -57,4 +60,7 @@ class NullHooks:
         pass
 
     def on_lag(self, topic: str, partition: int, lag: int) -> None:
+        pass
+
+    def on_catalog(self, n_items: int, n_encoded: int, encode_seconds: float) -> None:
         pass

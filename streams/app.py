@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -> tuple[faust.App, Worker]:
-    metrics = Metrics(registry, topics=[settings.topics.interactions], partitions=range(settings.partitions))
+    metrics = Metrics(
+        registry, topics=[settings.topics.interactions, settings.topics.items], partitions=range(settings.partitions)
+    )
     metrics.set_model(engine.checkpoint.version)
     worker = Worker(settings, engine, metrics)
     app = faust.App(

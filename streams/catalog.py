@@ -24,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from engine.catalog import Catalog, CatalogEntry
 from engine.codec import decode_catalog_entry, encode_catalog_entry
 from engine.data import read_catalog
+from engine.hooks import FoldHooks, NullHooks
 from engine.state import PartitionStore, new_transaction
 from engine.text import TextEncoder, item_text, text_digest
 from schemas import Item, SchemaError, decode_item
@@ -83,12 +84,14 @@ class CatalogStage:
         settings: Settings,
         engine: Engine,
         dead_letter: Callable[[Message, str, str], None],
+        hooks: FoldHooks | None = None,
         encoder_factory: Callable[[], TextEncoder] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.store = engine.store.partition("catalog")
         self.dead_letter = dead_letter
+        self.hooks = hooks or NullHooks()
         self.table = engine.items.table
         if self.table.catalog is None:
             self.table.attach_catalog(restore_catalog(self.store))
@@ -130,8 +133,10 @@ class CatalogStage:
                 if old is None or old.digest != text_digest(text) or old.text_vec is None:
                     todo.append((text, item_id))
             if todo:
+                t0 = time.perf_counter()
                 enc = self._encode([t for t, _ in todo])
                 vectors = {item_id: v for (_, item_id), v in zip(todo, enc)}
+                self.hooks.on_catalog(len(self.catalog), len(todo), time.perf_counter() - t0)
         by_text = {item_text(it.title, it.text): it.item_id for it in latest.values()}
 
         def precomputed(texts: list[str]) -> np.ndarray:
@@ -148,6 +153,7 @@ class CatalogStage:
                 tx.put(_ENTRY + item_id.encode("utf-8"), encode_catalog_entry(e.title, e.attributes, e.digest, e.text_vec))
             self.store.write(tx)
             self.applied += len(changed)
+        self.hooks.on_catalog(len(self.catalog), 0, 0.0)
         return changed
 
     def _run(self) -> None:
@@ -172,6 +178,7 @@ class CatalogStage:
 
     def _process(self, msgs: list[Message]) -> None:
         items: list[Item] = []
+        self.hooks.on_consumed(self.settings.topics.items, len(msgs))
         for m in msgs:
             err = m.error()
             if err is not None:

@@ -32,6 +32,9 @@ METRIC_NAMES = (
     "tide_state_bytes",
     "tide_consumer_lag_messages",
     "tide_model_info",
+    "tide_catalog_items",
+    "tide_texts_encoded_total",
+    "tide_text_encode_duration_seconds",
 )
 
 
@@ -74,6 +77,12 @@ class Metrics:
             "tide_consumer_lag_messages", "Messages behind the log end.", ["topic", "partition"], registry=registry
         )
         self.model_info = Gauge("tide_model_info", "The model version in use (value 1).", ["version"], registry=registry)
+        self.catalog_items = Gauge("tide_catalog_items", "Items in the catalogue (tide.items).", registry=registry)
+        self.texts_encoded = Counter("tide_texts_encoded", "Item texts encoded by the catalog stage.", registry=registry)
+        self.encode_duration = Histogram(
+            "tide_text_encode_duration_seconds", "Time to encode one batch of changed item texts.",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )
         for t in topics:
             self.events_consumed.labels(t)
             for p in partitions:
@@ -108,6 +117,12 @@ class Metrics:
 
     def on_lag(self, topic: str, partition: int, lag: int) -> None:
         self.lag.labels(topic, str(partition)).set(lag)
+
+    def on_catalog(self, n_items: int, n_encoded: int, encode_seconds: float) -> None:
+        self.catalog_items.set(n_items)
+        if n_encoded:
+            self.texts_encoded.inc(n_encoded)
+            self.encode_duration.observe(encode_seconds)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

@@ -58,7 +58,7 @@ class Worker:
         self._changed_items: set[int] = set()
         self._last_publish = 0.0
         self.catalog: CatalogStage | None = (
-            CatalogStage(settings, engine, self._dead_letter) if settings.catalog_stage else None
+            CatalogStage(settings, engine, self._dead_letter, self.hooks) if settings.catalog_stage else None
         )
 
     def stop(self) -> None:
