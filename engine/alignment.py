@@ -91,7 +91,7 @@ def fit_alignment(
     collab = model.item_content.detach()[torch.from_numpy(eligible).to(dev)]
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(eligible))
-    n_out = int(round(cfg.holdout * len(eligible))) if len(eligible) >= 20 else 0
+    n_out = round(cfg.holdout * len(eligible)) if len(eligible) >= 20 else 0
     recall = float("nan")
     if n_out:
         out, keep = perm[:n_out], perm[n_out:]

@@ -39,7 +39,7 @@ def cold_start_split(
     """Hold out ``share`` of the items seen after ``train_end`` (chosen at random with ``seed``)."""
     later = sorted(set(log.items[train_end:].tolist()))
     rng = np.random.default_rng(seed)
-    k = max(1, int(round(share * len(later))))
+    k = max(1, round(share * len(later)))
     held = sorted(rng.choice(np.asarray(later, dtype=object), size=min(k, len(later)), replace=False).tolist())
     held_set = set(held)
     is_held = np.fromiter((i in held_set for i in log.items.tolist()), bool, len(log))

@@ -144,7 +144,8 @@ class UserStage:
         weights = np.array([e.event.weight for e in ev], np.float32)
         user_before = torch.empty(len(ev), self.dim, device=dev)
         prev_rows = np.full(len(ev), -1, np.int64)
-        ctx_before: dict[int, UserContext] = {}  # event → its user's context just before it
+        # per round: the events whose user's context just before them is an example, and those contexts
+        ctx_rounds: list[tuple[np.ndarray, UserContext]] = []
         target_t = np.asarray([target_times[k] for k in fresh], np.float64) if target_times is not None else None
         first_example = max(0, len(ev) - collect_examples) if collect_examples else len(ev)
         vectors = self.items.vectors()
@@ -168,15 +169,17 @@ class UserStage:
                 torch.from_numpy(weights[idx]).to(dev),
             )
             last_t[slots[idx]] = ts[idx]
+            wanted = idx[idx >= first_example]
+            if len(wanted):  # one call per round, before the round's events change the states
+                ctx_rounds.append((wanted, user_contexts(
+                    [states[keys[slots[k]]] for k in wanted], self.items.rows, self.profile_items, self.seq_len,
+                    now=ts[wanted],
+                )))
             for k in idx:
                 st = states[keys[slots[k]]]
                 e = ev[k].event
                 if st.hist_items:
                     prev_rows[k] = self.items.row(st.hist_items[0])
-                if k >= first_example:
-                    ctx_before[k] = user_contexts(
-                        [st], self.items.rows, self.profile_items, self.seq_len, now=[e.timestamp]
-                    )
                 apply_event(st, e.item_id, e.timestamp, int(etypes[k]), self.profile_items)
             if target_rows is not None and ranks is not None:
                 tr = target_rows[torch.from_numpy(idx).to(dev)]
@@ -229,11 +232,13 @@ class UserStage:
             writes.setdefault(user_partition_name(p), new_transaction()).put(u.encode("utf-8"), encode_user(st))
 
         examples = None
-        if ctx_before:
+        if ctx_rounds:
+            order = np.concatenate([k for k, _ in ctx_rounds])
+            in_event_order = torch.from_numpy(np.argsort(order, kind="stable"))
             sel = np.arange(first_example, len(ev))
             examples = Examples(
                 user_mem=user_before[torch.from_numpy(sel).to(dev)],
-                ctx=UserContext.cat([ctx_before[k] for k in sel]).to(dev),
+                ctx=UserContext.cat([c for _, c in ctx_rounds])[in_event_order].to(dev),
                 targets=torch.from_numpy(item_rows[sel]).to(dev),
             )
         updates = ItemUpdates(

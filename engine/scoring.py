@@ -20,6 +20,7 @@ def score_items(
     model: InterestModel, graph: ItemGraph, vectors: Tensor, bias: Tensor, mem: Tensor, ctx: UserContext,
     content: Tensor | None = None,
     queries: list[Tensor] | None = None,
+    sequence_grad: bool = True,
 ) -> Tensor:
     """Scores ``[B, N]`` of the ``N`` items with ``vectors`` ``[N, d]``, ``bias`` ``[N]`` and co-interaction
     vectors ``content`` ``[N, k]`` for users with memories ``mem`` ``[B, d]`` and contexts ``ctx`` (on the
@@ -34,7 +35,8 @@ def score_items(
     last = ctx.last_rows
     last_vec = vectors[last.clamp(min=0)] * (last >= 0).unsqueeze(-1)
     q = model.query(
-        mem, last_vec, hist_vecs, ctx.hist_ages[:, :seq_len], ctx.hist_types[:, :seq_len], valid, ctx.gap
+        mem, last_vec, hist_vecs, ctx.hist_ages[:, :seq_len], ctx.hist_types[:, :seq_len], valid, ctx.gap,
+        sequence_grad,
     )
     if queries is not None:
         queries.append(q)

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.cointeraction import cointeraction_vectors
+from engine.context import log_contexts
 from engine.data import InteractionLog
 from engine.graph import ItemGraph
-from engine.context import log_contexts
 from engine.scoring import score_items
-from schemas import EVENT_TYPES
 from models.interest import InterestConfig, InterestModel
+from schemas import EVENT_TYPES
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 

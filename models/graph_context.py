@@ -48,7 +48,11 @@ class GraphSnapshotModel(nn.Module):
         rows, attrs, n_attr = attributes
         n = x.shape[0]
         size = torch.zeros(n_attr, device=x.device).index_add_(0, attrs, torch.ones_like(attrs, dtype=x.dtype))
-        mean = lambda v: torch.zeros(n_attr, v.shape[1], device=v.device).index_add_(0, attrs, v[rows]) / size.clamp(min=1).unsqueeze(-1)  # noqa: E731
+
+        def mean(v: Tensor) -> Tensor:  # [A, d]: each attribute node's mean over its items
+            total = torch.zeros(n_attr, v.shape[1], device=v.device).index_add_(0, attrs, v[rows])
+            return total / size.clamp(min=1).unsqueeze(-1)
+
         nodes = attrs + n
         extra = torch.cat([torch.stack([rows, nodes]), torch.stack([nodes, rows])], dim=1)
         out = self.cell(

@@ -147,16 +147,22 @@ class InterestModel(nn.Module):
 
     def query(
         self, user_mem: Tensor, last_item_vec: Tensor, hist_vecs: Tensor, hist_ages: Tensor, hist_types: Tensor,
-        hist_valid: Tensor, gap: Tensor,
+        hist_valid: Tensor, gap: Tensor, sequence_grad: bool = True,
     ) -> Tensor:
         """The user's query vector ``[B, d]`` at the query time: memories ``[B, d]``, last item vectors
         ``[B, d]`` (zeros for a user with no history), the last events ``[B, L, …]`` (see
-        :class:`SequenceEncoder`) and the gap ``[B]`` since the user's last event."""
-        z = (
-            self.sequence(hist_vecs, hist_ages, hist_types, hist_valid)
-            if self.cfg.use_sequence
-            else torch.zeros_like(user_mem)
-        )
+        :class:`SequenceEncoder`) and the gap ``[B]`` since the user's last event. Without
+        ``sequence_grad`` the sequence model runs as a fixed feature extractor (no gradient through
+        it: its backward pass is most of the cost of a training step)."""
+        if not self.cfg.use_sequence:
+            z = torch.zeros_like(user_mem)
+        elif sequence_grad:
+            z = self.sequence(hist_vecs, hist_ages, hist_types, hist_valid)
+        else:
+            mode = self.sequence.training
+            with torch.no_grad():
+                z = self.sequence.eval()(hist_vecs, hist_ages, hist_types, hist_valid)
+            self.sequence.train(mode)
         q = self.query_mlp(torch.cat([user_mem, last_item_vec, z], dim=-1))
         if not self.cfg.use_time_projection:
             return q

@@ -19,7 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from engine.catalog import Catalog, CatalogEntry
 from engine.codec import decode_catalog_entry, encode_catalog_entry

@@ -161,7 +161,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from engine.alignment import fit_alignment
-
     from engine.checkpoint import load_checkpoint
     from engine.data import read_csv
     from engine.evaluation import evaluate_stream
@@ -291,7 +290,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from streams.bench import MODES, BenchOptions, print_table, run_bench, run_scaling, topk_cost, write_report
+    from streams.bench import (
+        MODES,
+        BenchOptions,
+        print_table,
+        run_bench,
+        run_scaling,
+        topk_cost,
+        write_report,
+    )
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - set(MODES)

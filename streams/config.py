@@ -65,8 +65,7 @@ class Settings(BaseSettings):
     # Online continual learning in the worker (score first, then learn)
     online_learning: bool = True
     online_lr: float = 1e-4
-    online_every_batches: int = 1
-    online_min_examples: int = 200
+    online_examples_per_step: int = 1000
     # torch's intra-op threads in the worker. One per worker: on small machines the worker shares
     # the cores with the broker client threads (and often the broker), and two spinning OpenMP threads
     # on a busy core made the fold three times slower here; scale out with partitions and workers.

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.alignment import fit_alignment
 from engine.baselines import RecencyFrequency
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.alignment import fit_alignment
 from engine.data import read_catalog, read_csv
 from engine.evaluation import evaluate_stream, next_items, ranking_metrics
 from engine.online import OnlineConfig
@@ -165,8 +165,7 @@ def _offline_ranks(ckpt_path: Path, log, n_train: int, settings: Settings, catal
     """The offline evaluator's rank of every held-out row, from the same checkpoint and settings."""
     ckpt = load_checkpoint(ckpt_path)
     online = OnlineConfig(
-        enabled=settings.online_learning, lr=settings.online_lr, every_batches=settings.online_every_batches,
-        min_examples=settings.online_min_examples,
+        enabled=settings.online_learning, lr=settings.online_lr, examples_per_step=settings.online_examples_per_step
     )
     # ranked as the worker ranked them: for the moment of the user's previous event
     rr = evaluate_stream(ckpt.model, ckpt.item_ids, log, n_train, online=online, at_row_time=False, catalog=catalog)

@@ -66,9 +66,6 @@ def load_engine(settings: Settings) -> Engine:
     )
     learner = None
     if settings.online_learning:
-        cfg = OnlineConfig(
-            enabled=True, lr=settings.online_lr, every_batches=settings.online_every_batches,
-            min_examples=settings.online_min_examples,
-        )
+        cfg = OnlineConfig(enabled=True, lr=settings.online_lr, examples_per_step=settings.online_examples_per_step)
         learner = OnlineLearner(ckpt.model, table, cfg)
     return Engine(ckpt, user_stage, item_stage, store, device, learner)

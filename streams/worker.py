@@ -143,7 +143,7 @@ class Worker:
 
     def _fold_locked(self, events: list[SourcedEvent]) -> None:
         eng = self.engine
-        result = eng.users.fold(events, collect_examples=eng.learner.cfg.max_examples if eng.learner else 0)
+        result = eng.users.fold(events, collect_examples=len(events) if eng.learner else 0)
         self.stats.skipped += result.n_skipped
         if result.n_skipped:
             self.hooks.on_skipped(result.n_skipped)

@@ -4,10 +4,10 @@ import torch
 
 from engine.baselines import LastItemTransitions, Popularity, RecencyFrequency
 from engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from engine.context import log_contexts
 from engine.data import read_csv
 from engine.evaluation import evaluate_stream, next_items, ranking_metrics, summarize
 from engine.online import OnlineConfig
-from engine.context import log_contexts
 from engine.train import TrainConfig, train
 
 CFG = TrainConfig(epochs=2, batch_size=50, dim=16, profile_items=5)
@@ -44,7 +44,9 @@ def test_checkpoint_rebuilds_its_model(log, tmp_path):
 @pytest.mark.parametrize("online", [False, True])
 def test_evaluation_ranks_every_scored_row_and_beats_popularity(log, online):
     res = train(log, TrainConfig(epochs=3, batch_size=50, dim=16, profile_items=5))
-    rr = evaluate_stream(res.model, res.item_ids, log, 400, batch_size=64, online=OnlineConfig(enabled=online))
+    rr = evaluate_stream(
+        res.model, res.item_ids, log, 400, batch_size=64, online=OnlineConfig(enabled=online, examples_per_step=100)
+    )
     assert len(rr.rows) == 200 and all(not np.isnan(r).any() for r in rr.ranks.values())
     assert set(rr.ranks) == {"model", "recency_frequency", "last_item_transitions", "popularity"}
     s = summarize(rr, np.ones(200, bool))
@@ -127,7 +129,6 @@ def test_offline_evaluation_carries_state_across_batches(log):
 
 def test_event_types_are_weighted_and_predicted_jointly():
     from schemas import EVENT_TYPES
-
     from tests.engine.conftest import tiny_log
 
     log = tiny_log(n_events=300)
