@@ -132,7 +132,7 @@ class CatalogStage:
     def apply(self, items: list[Item]) -> list[str]:
         """Apply catalogue records: encode what changed (outside the lock), then update the table."""
         latest = {it.item_id: it for it in items}
-        vectors: dict[str, np.ndarray] = {}
+        vectors: dict[str, np.ndarray] = {}  # text → its vector
         if self.text_dim:
             todo = []
             for item_id, it in latest.items():
@@ -143,12 +143,11 @@ class CatalogStage:
             if todo:
                 t0 = time.perf_counter()
                 enc = self._encode([t for t, _ in todo])
-                vectors = {item_id: v for (_, item_id), v in zip(todo, enc)}
+                vectors = {text: v for (text, _), v in zip(todo, enc)}
                 self.hooks.on_catalog(len(self.catalog), len(todo), time.perf_counter() - t0)
-        by_text = {item_text(it.title, it.text): it.item_id for it in latest.values()}
 
         def precomputed(texts: list[str]) -> np.ndarray:
-            return np.stack([vectors[by_text[t]] for t in texts])
+            return np.stack([vectors[t] for t in texts])
 
         with self.engine.lock:
             changed = self.catalog.upsert(latest.values(), precomputed if vectors else None)
