@@ -82,6 +82,7 @@ class Worker:
         # Freeze what start-up built and collect the young generation less often.
         gc.collect()
         gc.freeze()
+        thresholds = gc.get_threshold()
         gc.set_threshold(50_000, 20, 20)
         if self.catalog is not None:
             self.catalog.start()
@@ -102,6 +103,7 @@ class Worker:
         finally:
             self._close(commit=clean)
             gc.unfreeze()  # let what this worker built be collected once it is done
+            gc.set_threshold(*thresholds)
         return self.stats
 
     def _process(self, msgs: list[Message]) -> None:
