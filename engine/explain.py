@@ -20,14 +20,10 @@ Everything is computed for the whole batch at once on the device; only the wordi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.codec import UserState
 from engine.items import ItemTable
 
 __all__ = ["SIMILAR", "explain"]
@@ -37,24 +33,13 @@ TRENDING_SHARE = 0.01  # the top 1% of items (at least 10) by recent use are "tr
 _AGO = ["you just used this"] + [f"you used this {k + 1} events ago" for k in range(1, 256)]
 
 
-def _history_rows(table: ItemTable, states: Sequence[UserState], length: int) -> np.ndarray:
-    out = np.full((len(states), length), -1, np.int64)
-    index = table.index
-    for b, st in enumerate(states):
-        for l, item in enumerate(st.hist_items[:length]):
-            out[b, l] = index.get(item, -1)
-    return out
-
-
 @torch.no_grad()
-def explain(
-    table: ItemTable, states: Sequence[UserState], top_rows: Tensor, history: int = 16
-) -> list[list[tuple[str, float]]]:
-    """``(reason, strength)`` for each of the ``[B, k]`` recommended rows of users ``states``."""
+def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple[str, float]]]:
+    """``(reason, strength)`` for each of the ``[B, k]`` recommended rows of users whose last events
+    are the item rows ``hist`` ``[B, L]`` (most recent first, -1 = none; a context's ``hist_rows``)."""
     dev = top_rows.device
     b, k = top_rows.shape
-    hist_np = _history_rows(table, states, history)
-    hist = torch.from_numpy(hist_np).to(dev)  # [B, L]
+    hist = hist.to(dev)
     valid = hist >= 0
     content = table.content()  # co-interaction space: "like" means used by the same people, when known
     vec = F.normalize(content if content is not None else table.vectors(), dim=-1)
@@ -109,7 +94,7 @@ def explain(
     )
     # every distinct wording once: fixed texts first, then one per (code, named row, attribute)
     named = torch.where(like, best_l, shared_l)
-    named_row = torch.from_numpy(hist_np).to(dev).gather(1, named.clamp(max=L - 1))
+    named_row = hist.gather(1, named.clamp(max=L - 1))
     texts = [*_AGO[:L], _FIXED[_TRENDING], _FIXED[_NEW], _FIXED[_INTEREST]]
     text_id = torch.where(repeat, ago.clamp(max=L - 1), L + (code - _TRENDING).clamp(min=0))
     dynamic = like | same

@@ -196,14 +196,14 @@ class UserStage:
 
         # One recommendation per user, for their last event in this batch.
         user_states = [states[k] for k in keys]
-        top_scores, top_rows = self._top_k(mem, user_states)
+        top_scores, top_rows, ctx = self._top_k(mem, user_states)
         top_scores_l = top_scores.cpu().tolist()
         top_rows_l = top_rows.cpu().tolist()
         last_event_of = {}
         for k, e in enumerate(ev):
             last_event_of[slots[k]] = e
         now = time.time()
-        reasons = explain(self.items, user_states, top_rows)
+        reasons = explain(self.items, ctx.hist_rows, top_rows)
         recs: list[Recommendation] = []
         arrivals: list[float] = []
         mem_np = mem.cpu().numpy()
@@ -256,8 +256,9 @@ class UserStage:
         )
 
     def _context(self, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> UserContext:
-        """The users' contexts at query times ``now`` (default: each user's last event), on the device."""
-        return user_contexts(states, self.items.rows, self.profile_items, self.seq_len, now).to(self.items.device)
+        """The users' contexts at query times ``now`` (default: each user's last event), on the device,
+        with the whole history ring (the scorer reads its first ``seq_len``; the reasons all of it)."""
+        return user_contexts(states, self.items.rows, self.profile_items, HISTORY, now).to(self.items.device)
 
     def score_context(self, mem: Tensor, ctx: UserContext) -> Tensor:
         """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and contexts ``ctx``."""
@@ -267,17 +268,19 @@ class UserStage:
     def _scores(self, mem: Tensor, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> Tensor:
         return self.score_context(mem, self._context(states, now))
 
-    def _top_k(self, mem: Tensor, states: Sequence[UserState]) -> tuple[Tensor, Tensor]:
-        """Exact top-k scores and rows ``[B, k]``, scoring at most :data:`SCORE_BUDGET` user–item
-        pairs at a time, so a large catalogue never needs a [users, items] matrix for the whole batch."""
+    def _top_k(self, mem: Tensor, states: Sequence[UserState]) -> tuple[Tensor, Tensor, UserContext]:
+        """Exact top-k scores and rows ``[B, k]`` and the users' contexts, scoring at most
+        :data:`SCORE_BUDGET` user–item pairs at a time, so a large catalogue never needs a
+        [users, items] matrix for the whole batch."""
         n = len(self.items)
         k = min(self.top_k, n)
         chunk = max(1, SCORE_BUDGET // max(n, 1))
+        ctx = self._context(states)
         parts = [
-            torch.topk(self._scores(mem[c : c + chunk], states[c : c + chunk]), k, dim=1)
+            torch.topk(self.score_context(mem[c : c + chunk], ctx[c : c + chunk]), k, dim=1)
             for c in range(0, len(states), chunk)
         ]
-        return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
+        return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts]), ctx
 
     @torch.no_grad()
     def recommend(self, st: UserState, at: float, k: int | None = None) -> list[ScoredItem]:
@@ -286,9 +289,10 @@ class UserStage:
         the user's last event this is the recommendation the fold emitted."""
         dev = self.items.device
         mem = torch.from_numpy(st.memory).to(dev).unsqueeze(0)
-        scores = self._scores(mem, [st], now=[max(at, st.last_t) if st.hist_items else at])[0]
+        ctx = self._context([st], now=[max(at, st.last_t) if st.hist_items else at])
+        scores = self.score_context(mem, ctx)[0]
         top_scores, top_rows = torch.topk(scores, min(k or self.top_k, scores.shape[0]))
-        reasons = explain(self.items, [st], top_rows.unsqueeze(0))[0]
+        reasons = explain(self.items, ctx.hist_rows, top_rows.unsqueeze(0))[0]
         ids = [self.items.ids[r] for r in top_rows.tolist()]
         return [ScoredItem(i, s, why, ev) for i, s, (why, ev) in zip(ids, top_scores.tolist(), reasons)]
 

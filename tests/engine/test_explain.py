@@ -2,6 +2,7 @@ import torch
 
 from engine.catalog import Catalog
 from engine.codec import UserState
+from engine.context import HISTORY, apply_event, user_contexts
 from engine.explain import explain
 from engine.items import ItemTable
 from models.interest import InterestConfig, InterestModel
@@ -16,11 +17,12 @@ def _table(content: torch.Tensor) -> ItemTable:
     return ItemTable(m, [f"i{k}" for k in range(len(content))], torch.device("cpu"))
 
 
-def _user(*items: str) -> UserState:
+def _history(table: ItemTable, *items: str) -> torch.Tensor:
+    """``[1, 16]`` rows of a user's last events, most recent first, as a context holds them."""
     st = UserState.empty(8)
-    st.hist_items = list(items)  # most recent first
-    st.hist_times = [float(10 - k) for k in range(len(items))]
-    return st
+    for k, item in enumerate(reversed(items)):
+        apply_event(st, item, float(k), 0, 4)
+    return user_contexts([st], table.rows, 4, HISTORY).hist_rows
 
 
 def test_reasons_name_the_evidence():
@@ -35,7 +37,7 @@ def test_reasons_name_the_evidence():
     )
     table.catalog_changed(["i1", "i3", "new"])
     rows = torch.tensor([[table.index["i0"], 2, 3, table.index["new"]]])
-    (reasons,) = explain(table, [_user("i0", "i1")], rows)
+    (reasons,) = explain(table, _history(table, "i0", "i1"), rows)
     assert reasons[0] == ("you just used this", 1.0)
     assert reasons[1][0] == "like i0" and reasons[1][1] > 0.9  # close in the co-interaction space
     assert reasons[2][0] == "same genre (jazz) as Blue Train" and reasons[2][1] == 1.0
@@ -45,5 +47,5 @@ def test_reasons_name_the_evidence():
 
 def test_a_recommendation_with_no_evidence_says_so():
     table = _table(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
-    (reasons,) = explain(table, [_user("i0")], torch.tensor([[1]]))
+    (reasons,) = explain(table, _history(table, "i0"), torch.tensor([[1]]))
     assert reasons[0][0] == "matches your current interests" and reasons[0][1] == 0.0
