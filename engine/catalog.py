@@ -71,6 +71,24 @@ class Catalog:
     def get(self, item_id: str) -> CatalogEntry | None:
         return self.entries.get(item_id)
 
+    def _change(self, it: Item) -> tuple[CatalogEntry, str | None] | None:
+        """The entry ``it`` makes and the text to encode for it (None: its vector is kept), or None
+        when the record changes nothing."""
+        text = item_text(it.title, it.text)
+        digest = text_digest(text)
+        attrs = attribute_values(it.attributes)
+        old = self.entries.get(it.item_id)
+        if old is not None and old.digest == digest and old.attributes == attrs and old.title == it.title:
+            return None
+        keep = old.text_vec if old is not None and old.digest == digest else None
+        return CatalogEntry(it.title, attrs, digest, keep), text if keep is None else None
+
+    def texts_to_encode(self, items: Iterable[Item]) -> list[str]:
+        """The texts :meth:`upsert` of ``items`` would encode (to encode them beforehand, elsewhere)."""
+        latest = {it.item_id: it for it in items}
+        changes = (self._change(it) for it in latest.values())
+        return [c[1] for c in changes if c is not None and c[1] is not None]
+
     def upsert(self, items: Iterable[Item], encode: Callable[[list[str]], np.ndarray] | None) -> list[str]:
         """Apply catalogue records (the latest wins); encode, in one batch, the texts that changed.
         Returns the ids whose entry changed. Without ``encode``, text vectors are left out."""
@@ -78,16 +96,12 @@ class Catalog:
         changed: list[str] = []
         to_encode: list[tuple[str, str]] = []
         for item_id, it in latest.items():
-            text = item_text(it.title, it.text)
-            digest = text_digest(text)
-            attrs = attribute_values(it.attributes)
-            old = self.entries.get(item_id)
-            if old is not None and old.digest == digest and old.attributes == attrs and old.title == it.title:
+            change = self._change(it)
+            if change is None:
                 continue
-            keep = old.text_vec if old is not None and old.digest == digest else None
-            self.entries[item_id] = CatalogEntry(it.title, attrs, digest, keep)
+            self.entries[item_id], text = change
             changed.append(item_id)
-            if keep is None and encode is not None:
+            if text is not None and encode is not None:
                 to_encode.append((item_id, text))
         if to_encode:
             vecs = encode([t for _, t in to_encode])

@@ -34,7 +34,7 @@ from engine.codec import decode_catalog_entry, encode_catalog_entry
 from engine.data import read_catalog
 from engine.hooks import FoldHooks, NullHooks
 from engine.state import PartitionStore, new_transaction
-from engine.text import TextEncoder, item_text, text_digest
+from engine.text import TextEncoder
 from schemas import Item, SchemaError, decode_item
 from streams.config import Settings
 from streams.runtime import Engine
@@ -133,18 +133,11 @@ class CatalogStage:
         """Apply catalogue records: encode what changed (outside the lock), then update the table."""
         latest = {it.item_id: it for it in items}
         vectors: dict[str, np.ndarray] = {}  # text → its vector
-        if self.text_dim:
-            todo = []
-            for item_id, it in latest.items():
-                old = self.catalog.get(item_id)
-                text = item_text(it.title, it.text)
-                if old is None or old.digest != text_digest(text) or old.text_vec is None:
-                    todo.append((text, item_id))
-            if todo:
-                t0 = time.perf_counter()
-                enc = self._encode([t for t, _ in todo])
-                vectors = {text: v for (text, _), v in zip(todo, enc)}
-                self.hooks.on_catalog(len(self.catalog), len(todo), time.perf_counter() - t0)
+        todo = self.catalog.texts_to_encode(latest.values()) if self.text_dim else []
+        if todo:
+            t0 = time.perf_counter()
+            vectors = dict(zip(todo, self._encode(todo)))
+            self.hooks.on_catalog(len(self.catalog), len(todo), time.perf_counter() - t0)
 
         def precomputed(texts: list[str]) -> np.ndarray:
             return np.stack([vectors[t] for t in texts])
