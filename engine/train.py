@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from schemas import EVENT_TYPES
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
 logger = logging.getLogger(__name__)
+
+
+CATALOG_CONTENT_DIM = 32  # co-interaction width when a catalogue brings text
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class TrainConfig:
     event_weights: dict[str, float] | None = None
     type_loss_weight: float = 0.1
     handover: float = 10.0
+
+    def with_text(self, text_dim: int) -> TrainConfig:
+        """This config for a catalogue with text vectors of width ``text_dim``: text is aligned into the
+        co-interaction space, so the model needs one (``CATALOG_CONTENT_DIM`` unless already set)."""
+        return replace(self, text_dim=text_dim, content_dim=self.content_dim or CATALOG_CONTENT_DIM)
 
 
 @dataclass

@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from streams.runtime import pick_device
 
         catalog, text_dim, meta["catalog"] = _load_catalog(args.catalog, args.text_model, pick_device(settings.device).type)
-        cfg = replace(cfg, text_dim=text_dim, content_dim=cfg.content_dim or 32)
+        cfg = cfg.with_text(text_dim)
     print(f"training on {n:,} of {len(log):,} interactions from {source} ({cfg.epochs} epochs)", flush=True)
     res = train(log.slice(0, n), cfg, attributes=catalog.attribute_edges if catalog else None)
     if catalog is not None:
@@ -180,8 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     catalog, extra = None, {}
     if args.catalog:
         catalog, text_dim, extra["catalog"] = _load_catalog(args.catalog, args.text_model, pick_device(_settings().device).type)
-        # text is aligned into the co-interaction space: the model needs one
-        train_cfg = replace(train_cfg, text_dim=text_dim, content_dim=train_cfg.content_dim or 32)
+        train_cfg = train_cfg.with_text(text_dim)
     if args.cold_start:
         return _cold_start(args, log, split, catalog, train_cfg, online_cfg, extra)
     if args.checkpoint:

@@ -99,7 +99,7 @@ def run_demo(opts: DemoOptions) -> int:
         if opts.catalog is not None:
             catalog, text_dim, info = load_catalog_file(opts.catalog, settings, "cpu")
             print(f"[demo] catalogue: {len(catalog):,} items, text encoded at {info['items_per_s']:,.0f} items/s")
-            cfg = TrainConfig(epochs=opts.epochs, text_dim=text_dim, content_dim=32)
+            cfg = cfg.with_text(text_dim)
         res = train(log.slice(0, n_train), cfg, attributes=catalog.attribute_edges if catalog else None)
         if catalog is not None:
             fit_alignment(res.model, res.item_ids, catalog)
