@@ -4,6 +4,7 @@ per-test topics and settings, and helpers to produce and drain topics."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from engine.train import TrainConfig, train
 from schemas import Interaction
 from streams.broker import EmbeddedBroker, create_topics
 from streams.config import Settings, Topics
+from streams.runtime import load_engine
 from streams.topics import topic_specs
+from streams.worker import Worker
 
 N_ITEMS = 40
 _counter = itertools.count()
@@ -34,16 +37,35 @@ def synthetic_events(n_users: int, per_user: int, t0: float = 1_700_000_000.0) -
     return events
 
 
+def events_log(events: list[Interaction]) -> InteractionLog:
+    """The same events as an in-memory log (for training and the offline evaluator)."""
+    return InteractionLog(
+        np.array([e.user_id for e in events], dtype=object),
+        np.array([e.item_id for e in events], dtype=object),
+        np.array([e.timestamp for e in events]),
+        np.array([e.event_type_id for e in events]),
+    )
+
+
+def start_worker(settings: Settings) -> tuple[Worker, threading.Thread]:
+    """A worker on ``settings``, running in a thread of this process."""
+    worker = Worker(settings, load_engine(settings))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return worker, thread
+
+
+def wait_for(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory) -> Path:
-    ev = synthetic_events(10, 30)
-    log = InteractionLog(
-        np.array([e.user_id for e in ev], dtype=object),
-        np.array([e.item_id for e in ev], dtype=object),
-        np.array([e.timestamp for e in ev]),
-        np.array([e.event_type_id for e in ev]),
-    )
-    res = train(log, TrainConfig(epochs=1, batch_size=50, dim=16, profile_items=8))
+    res = train(events_log(synthetic_events(10, 30)), TrainConfig(epochs=1, batch_size=50, dim=16, profile_items=8))
     d = tmp_path_factory.mktemp("checkpoints")
     save_checkpoint(d, res.model, res.item_ids, {})
     return d

@@ -4,22 +4,24 @@ recommendable, bad records to the DLQ, and no re-encoding after a restart."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
-import numpy as np
 import pytest
 
 from engine.alignment import AlignTrainConfig, fit_alignment
 from engine.catalog import Catalog
 from engine.checkpoint import save_checkpoint
-from engine.data import InteractionLog
 from engine.text import TextEncoder
 from engine.train import TrainConfig, train
 from schemas import Item
-from streams.runtime import load_engine
-from streams.worker import Worker
-from tests.integration.conftest import N_ITEMS, drain, produce, synthetic_events
+from tests.integration.conftest import (
+    N_ITEMS,
+    drain,
+    events_log,
+    produce,
+    start_worker,
+    synthetic_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +45,7 @@ def _items() -> list[Item]:
 
 @pytest.fixture(scope="module")
 def text_checkpoint(tmp_path_factory):
-    ev = synthetic_events(10, 30)
-    log = InteractionLog(
-        np.array([e.user_id for e in ev], dtype=object), np.array([e.item_id for e in ev], dtype=object),
-        np.array([e.timestamp for e in ev]), np.array([e.event_type_id for e in ev]),
-    )
+    log = events_log(synthetic_events(10, 30))
     encoder = TextEncoder()
     res = train(log, TrainConfig(epochs=1, batch_size=50, dim=16, profile_items=8, content_dim=8, text_dim=encoder.dim))
     catalog = Catalog()
@@ -58,29 +56,14 @@ def text_checkpoint(tmp_path_factory):
     return d
 
 
-def _run_worker(settings):
-    worker = Worker(settings, load_engine(settings))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    return worker, thread
-
-
-def _wait(cond, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.1)
-
-
 def test_catalogue_items_join_the_table_and_survive_a_restart(settings, text_checkpoint):
     settings = settings.model_copy(update={"checkpoint_dir": text_checkpoint})
     items = _items()
     bad = [(b"broken", b'{"item_id": "broken"}')]  # no title
     produce(settings, settings.topics.items, [(it.item_id.encode(), it.to_json()) for it in items] + bad)
-    worker, thread = _run_worker(settings)
+    worker, thread = start_worker(settings)
     try:
-        _wait(lambda: worker.catalog.caught_up.is_set() and worker.catalog.applied >= len(items))
+        wait_for(lambda: worker.catalog.caught_up.is_set() and worker.catalog.applied >= len(items), 60, "catalogue not applied")
         table = worker.engine.items.table
         row = table.index["new-1"]  # a new item: in the table before anyone has used it
         assert table.knowledge[row].abs().sum() > 0 and table.title(row) == "Late Night Jazz"
@@ -91,14 +74,14 @@ def test_catalogue_items_join_the_table_and_survive_a_restart(settings, text_che
         worker.stop()
         thread.join(30)
         worker.engine.close()
-    again, thread = _run_worker(settings)
+    again, thread = start_worker(settings)
     try:
-        _wait(lambda: again.catalog.caught_up.is_set())
+        wait_for(again.catalog.caught_up.is_set, 60, "catalogue not re-read")
         assert again.catalog.encoded == 0  # unchanged text is not encoded again
         assert again.engine.items.table.title(again.engine.items.table.index["new-1"]) == "Late Night Jazz"
         changed = Item("new-1", "Late Night Jazz", "Now with a new description of swing and saxophone.", {"genre": "jazz"})
         produce(settings, settings.topics.items, [(b"new-1", changed.to_json())])
-        _wait(lambda: again.catalog.encoded == 1)  # only the changed text
+        wait_for(lambda: again.catalog.encoded == 1, 60, "changed text not encoded")  # only it
     finally:
         again.stop()
         thread.join(30)

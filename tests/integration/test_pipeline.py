@@ -20,18 +20,9 @@ from engine.fold import user_partition_name
 from engine.state import RocksDBStateStore
 from schemas import load_schema
 from streams.broker import free_port
-from streams.runtime import load_engine
-from streams.worker import Worker
-from tests.integration.conftest import drain, produce, synthetic_events
+from tests.integration.conftest import drain, events_log, produce, start_worker, synthetic_events, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _start_worker(settings):
-    worker = Worker(settings, load_engine(settings))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    return worker, thread
 
 
 def _answered(sources):
@@ -67,7 +58,7 @@ def _produce_events(settings, events):
 def test_events_in_recommendations_out_for_every_user(settings):
     events = synthetic_events(n_users=20, per_user=15)
     delivered = _produce_events(settings, events)
-    worker, thread = _start_worker(settings)
+    worker, thread = start_worker(settings)
     try:
         msgs = drain(settings, settings.topics.recommendations, _answered(_last_sources(events, delivered)))
     finally:
@@ -107,7 +98,7 @@ def test_malformed_records_go_to_the_dlq_while_valid_ones_flow(settings):
         if k < len(bad):
             records.append((b"user-0", bad[k]))
     produce(settings, settings.topics.interactions, records)
-    worker, thread = _start_worker(settings)
+    worker, thread = start_worker(settings)
     try:
         dlq = drain(settings, settings.topics.dlq, lambda ms: len(ms) >= len(bad))
         recs = drain(settings, settings.topics.recommendations, lambda ms: {json.loads(m.value())["user_id"] for m in ms} == {e.user_id for e in valid})
@@ -153,14 +144,6 @@ def _spawn_worker(settings, port, log_path):
     )
 
 
-def _wait(pred, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
-
-
 def test_worker_killed_mid_stream_resumes_without_loss_or_double_fold(settings, tmp_path):
     """SIGKILL the real worker process (Faust app + hot path) mid-stream, restart it, and check that
     every event was folded exactly once into user and item state in RocksDB."""
@@ -169,7 +152,7 @@ def test_worker_killed_mid_stream_resumes_without_loss_or_double_fold(settings, 
     log_path = tmp_path / "worker.log"
     proc = _spawn_worker(settings, port, log_path)
     try:
-        _wait(lambda: (_health(port) or {}).get("assigned"), 90, "worker never got its partitions")
+        wait_for(lambda: (_health(port) or {}).get("assigned"), 90, "worker never got its partitions")
         delivered: list = []
 
         def feed():  # about 500 events/s, so the kill lands while events are still arriving
@@ -179,7 +162,7 @@ def test_worker_killed_mid_stream_resumes_without_loss_or_double_fold(settings, 
 
         feeder = threading.Thread(target=feed)
         feeder.start()
-        _wait(lambda: (_health(port) or {}).get("folded", 0) >= 200, 60, "nothing folded")
+        wait_for(lambda: (_health(port) or {}).get("folded", 0) >= 200, 60, "nothing folded")
         folded_before_kill = _health(port)["folded"]
         proc.send_signal(signal.SIGKILL)  # mid-stream: no flush, no commit, no goodbye
         proc.wait(10)
@@ -220,7 +203,6 @@ def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings
     import numpy as np
 
     from engine.checkpoint import latest_checkpoint, load_checkpoint
-    from engine.data import InteractionLog
     from engine.evaluation import evaluate_stream
     from engine.online import OnlineConfig
     from streams.broker import create_topics
@@ -239,7 +221,7 @@ def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings
     create_topics(one.bootstrap_servers, topic_specs(one))
     events = synthetic_events(n_users=12, per_user=25)
     delivered = _produce_events(one, events)
-    worker, thread = _start_worker(one)
+    worker, thread = start_worker(one)
     try:
         msgs = drain(one, one.topics.recommendations, _answered(_last_sources(events, delivered)))
     finally:
@@ -261,10 +243,7 @@ def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings
             target = events[nxt[k]].item_id
             kafka[nxt[k]] = ids.index(target) + 1.0 if target in ids else float(N_ITEMS)
     ckpt = load_checkpoint(latest_checkpoint(one.checkpoint_dir))
-    log = InteractionLog(
-        np.array([e.user_id for e in events], dtype=object), np.array([e.item_id for e in events], dtype=object),
-        np.array([e.timestamp for e in events]), np.array([e.event_type_id for e in events]),
-    )
+    log = events_log(events)
     rr = evaluate_stream(
         ckpt.model, ckpt.item_ids, log, 0, batch_size=one.batch_max_events, online=OnlineConfig(enabled=False),
         at_row_time=False,
