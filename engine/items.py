@@ -153,18 +153,13 @@ class ItemTable:
         self._edges = (torch.from_numpy(rows_e).to(self.device), torch.from_numpy(attrs).to(self.device), len(names))
         self.attribute_names = names
         self.attribute_ids = _padded(rows_e, attrs, len(self), MAX_ATTRIBUTES).to(self.device)
-        self.refresh_knowledge()
+        # attribute neighbourhoods are weighted by use: they are as of this change
+        self._knowledge = knowledge_vectors(
+            self._aligned, self._has_text, self._edges, self._own_content, self.counts()
+        )
+        self._content = None
         if new:
             logger.info("catalogue: %d new items, %d changed", len(new), len(item_ids) - len(new))
-
-    @torch.no_grad()
-    def refresh_knowledge(self) -> None:
-        """Recompute knowledge vectors from the current collaborative vectors (attribute neighbourhoods move
-        as items are used)."""
-        if self.catalog is None:
-            return
-        self._knowledge = knowledge_vectors(self._aligned, self._has_text, self._edges, self._own_content, self.counts())
-        self._content = None
 
     @property
     def bias(self) -> Tensor:
