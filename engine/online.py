@@ -42,7 +42,7 @@ class OnlineConfig:
     # evaluator (batches of 200) take the same steps on the same examples.
     examples_per_step: int = 1000
     # Also train the sequence model online. Off: it stays as trained offline and runs as a fixed
-    # feature extractor, which makes a step ~6x cheaper (its backward pass dominates a step).
+    # feature extractor, which halves the cost of a step (its backward pass was most of it).
     learn_sequence: bool = False
 
 

@@ -45,6 +45,6 @@ def test_recommendations_follow_a_planted_interest_drift():
                 top = [i for i, _ in static[u].most_common(10)]
                 static_shares.append(np.mean([d.topic_of_item[i] == new for i in top]))
     assert len(shares) > 20
-    # Measured with this seed: 0.56 of the model's top-10 are in the new topic, 0.09 of the static model's.
+    # Measured with this seed: 0.59 of the model's top-10 are in the new topic, 0.09 of the static model's.
     assert np.mean(shares) > 0.4, np.mean(shares)
     assert np.mean(static_shares) < 0.15, np.mean(static_shares)
