@@ -1,16 +1,21 @@
 """Compact binary encodings of user and item state (never JSON), each led by a format version byte.
 
-User state, format 2 (little endian)::
+User state, format 3 (little endian), column after column so that decoding is a few ``frombuffer``
+calls rather than a loop over entries::
 
     u8 version | u8 n_decays | u16 dim | u16 n_hist | i32 partition | i64 offset | f64 last_t
     | u32 n_events | u16 n_profile
     | u8 len + model version (utf-8)
     | f32[dim] memory | f16[dim] slow summary
-    | n_profile × (u32 last_n, u16 count, f32 last use as seconds before last_t, f32[n_decays] acc, u8 len + item id)
-    | n_hist × (f32 seconds before last_t, u8 event type, u8 profile index)   (most recent first;
-                                                  index 255 is followed by u8 len + item id)
+    | profile (n = n_profile, most recently used first):
+      u32[n] event number of last use | u16[n] count | f32[n] last use as seconds before last_t
+      | f32[n × n_decays] accumulators | u8[n] id lengths | the ids (utf-8), back to back
+    | history (h = n_hist, most recent first):
+      f32[h] seconds before last_t | u8[h] event type | u8[h] profile index (255: not in the
+      profile, its id follows the history columns as u8 len + id)
 
-The profile (engine/profile.py) holds the distinct items the user used recently.
+Format 2 (the same fields, entry after entry) is still read. The profile (engine/profile.py) holds
+the distinct items the user used recently.
 
 The history ring stores item ids, not in-process row numbers, so state stays valid when its
 partition moves to another worker.
@@ -28,7 +33,7 @@ __all__ = [
     "encode_catalog_entry", "encode_item", "encode_user",
 ]
 
-USER_FORMAT = 2
+USER_FORMAT = 3
 ITEM_FORMAT = 1
 _USER_HEAD = struct.Struct("<BBHHiqdIH")
 _HIST = struct.Struct("<fBB")
@@ -73,7 +78,14 @@ def _short(s: str) -> bytes:
 def encode_user(s: UserState) -> bytes:
     dim = s.memory.shape[0]
     n_decays = len(s.prof_acc[0]) if s.prof_acc else 0
-    parts = [
+    ref = s.last_t  # times are stored as seconds before the user's last event
+    m = len(s.prof_items)
+    ids = [i.encode("utf-8") for i in s.prof_items]
+    if any(len(i) > 255 for i in ids):
+        raise StateFormatError(f"id longer than 255 bytes: {max(ids, key=len)[:40]!r}…")
+    where = {item: k for k, item in enumerate(s.prof_items[:255])}
+    hist_k = [where.get(item, 255) for item in s.hist_items]
+    return b"".join([
         _USER_HEAD.pack(
             USER_FORMAT, n_decays, dim, len(s.hist_items), s.partition, s.offset, s.last_t, s.n_events,
             len(s.prof_items),
@@ -81,23 +93,19 @@ def encode_user(s: UserState) -> bytes:
         _short(s.model_version),
         np.ascontiguousarray(s.memory, dtype="<f4").tobytes(),
         np.ascontiguousarray(s.summary, dtype="<f2").tobytes(),
-    ]
-    ref = s.last_t  # times are stored as seconds before the user's last event
-    for item, ln, c, t, acc in zip(s.prof_items, s.prof_last_n, s.prof_count, s.prof_last_t, s.prof_acc):
-        parts.append(_PROF.pack(ln, min(c, 65535), ref - t))
-        parts.append(struct.pack(f"<{n_decays}f", *acc))
-        parts.append(_short(item))
-    where = {item: k for k, item in enumerate(s.prof_items[:255])}
-    for item, t, e in zip(s.hist_items, s.hist_times, s.hist_types):
-        k = where.get(item, 255)
-        parts.append(_HIST.pack(ref - t, e, k))
-        if k == 255:
-            parts.append(_short(item))
-    return b"".join(parts)
+        struct.pack(f"<{m}I{m}H{m}f{m * n_decays}f", *s.prof_last_n, *(min(c, 65535) for c in s.prof_count),
+                    *(ref - t for t in s.prof_last_t), *(a for acc in s.prof_acc for a in acc)),
+        bytes(len(i) for i in ids),
+        *ids,
+        struct.pack(f"<{len(s.hist_times)}f", *(ref - t for t in s.hist_times)),
+        bytes(s.hist_types),
+        bytes(hist_k),
+        *(_short(item) for item, k in zip(s.hist_items, hist_k) if k == 255),
+    ])
 
 
 def decode_user(b: bytes) -> UserState:
-    if not b or b[0] != USER_FORMAT:
+    if not b or b[0] not in (2, USER_FORMAT):
         raise StateFormatError(f"unknown user state format {b[:1]!r}")
     _, n_decays, dim, n_hist, partition, offset, last_t, n_events, n_prof = _USER_HEAD.unpack_from(b, 0)
     pos = _USER_HEAD.size
@@ -109,6 +117,44 @@ def decode_user(b: bytes) -> UserState:
     summary = np.frombuffer(b, "<f2", dim, pos).astype(np.float32)
     pos += 2 * dim
     st = UserState(memory, summary, last_t, partition, offset, model_version, n_events=n_events)
+    if b[0] == 2:
+        _decode_entries_v2(b, pos, st, n_decays, n_prof, n_hist)
+        return st
+    m = n_prof
+    st.prof_last_n = np.frombuffer(b, "<u4", m, pos).tolist()
+    pos += 4 * m
+    st.prof_count = np.frombuffer(b, "<u2", m, pos).tolist()
+    pos += 2 * m
+    st.prof_last_t = (last_t - np.frombuffer(b, "<f4", m, pos).astype(np.float64)).tolist()
+    pos += 4 * m
+    st.prof_acc = np.frombuffer(b, "<f4", m * n_decays, pos).reshape(m, n_decays).tolist()
+    pos += 4 * m * n_decays
+    lengths = b[pos : pos + m]
+    pos += m
+    ids = st.prof_items
+    for ln in lengths:
+        ids.append(b[pos : pos + ln].decode("utf-8"))
+        pos += ln
+    h = n_hist
+    st.hist_times = (last_t - np.frombuffer(b, "<f4", h, pos).astype(np.float64)).tolist()
+    pos += 4 * h
+    st.hist_types = list(b[pos : pos + h])
+    pos += h
+    hist_k = b[pos : pos + h]
+    pos += h
+    for k in hist_k:
+        if k == 255:  # not in the profile: its id follows
+            ln = b[pos]
+            st.hist_items.append(b[pos + 1 : pos + 1 + ln].decode("utf-8"))
+            pos += 1 + ln
+        else:
+            st.hist_items.append(ids[k])
+    return st
+
+
+def _decode_entries_v2(b: bytes, pos: int, st: UserState, n_decays: int, n_prof: int, n_hist: int) -> None:
+    """Format 2's profile and history: entry after entry."""
+    last_t = st.last_t
     acc_fmt = struct.Struct(f"<{n_decays}f")
     for _ in range(n_prof):
         ln, c, age = _PROF.unpack_from(b, pos)
@@ -133,7 +179,6 @@ def decode_user(b: bytes) -> UserState:
             st.hist_items.append(st.prof_items[k])
         st.hist_times.append(last_t - age)
         st.hist_types.append(e)
-    return st
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from engine.codec import UserState
-from engine.profile import N_PROFILE_FEATURES, profile_features, update_profile
+from engine.profile import N_PROFILE_FEATURES, feature_matrix, profile_features, update_profile
 
 __all__ = ["HISTORY", "UserContext", "apply_event", "log_contexts", "user_contexts"]
 
@@ -103,12 +103,51 @@ def user_contexts(
     now: Sequence[float] | np.ndarray | None = None,
 ) -> UserContext:
     """Contexts of ``states`` (CPU tensors) at query times ``now`` (default: each user's last event).
-    ``rows_of`` maps item ids to rows."""
-    arr = _Arrays(len(states), max_items, hist_len)
-    for b, st in enumerate(states):
-        t = st.hist_times[0] if now is None and st.hist_times else (float(now[b]) if now is not None else 0.0)
-        arr.fill(b, st, rows_of, t)
+    ``rows_of`` maps item ids to rows. The same features as one row at a time (``log_contexts``),
+    gathered for the whole batch: one id lookup and one feature computation per batch, not per user."""
+    n = len(states)
+    arr = _Arrays(n, max_items, hist_len)
+    if now is None:
+        t = np.array([st.hist_times[0] if st.hist_times else 0.0 for st in states], np.float64)
+    else:
+        t = np.asarray(now, np.float64).reshape(n)
+    m = np.array([min(len(st.prof_items), max_items) for st in states], np.int64)
+    if m.any():
+        b, pos = _ragged(m)
+        pairs = [(st, k) for st, k in zip(states, m.tolist()) if k]
+        first_use = np.array([st.prof_last_t[0] for st, _ in pairs])
+        ref = np.where(np.isnan(t[m > 0]), first_use, t[m > 0])  # profile_features' reference time
+        ref_b = np.repeat(ref, m[m > 0])
+        arr.prof_rows[b, pos] = rows_of([i for st, k in pairs for i in st.prof_items[:k]])
+        arr.prof_feats[b, pos] = feature_matrix(
+            np.array([a for st, k in pairs for a in st.prof_acc[:k]], np.float64).reshape(len(b), -1),
+            np.repeat([st.n_events for st, _ in pairs], m[m > 0]) - _flat(pairs, "prof_last_n"),
+            _flat(pairs, "prof_count"),
+            np.maximum(ref_b - _flat(pairs, "prof_last_t"), 0.0),
+            pos.astype(np.float64),
+        )
+    h = np.array([min(len(st.hist_items), hist_len) for st in states], np.int64)
+    if h.any():
+        b, pos = _ragged(h)
+        pairs = [(st, k) for st, k in zip(states, h.tolist()) if k]
+        arr.hist_rows[b, pos] = rows_of([i for st, k in pairs for i in st.hist_items[:k]])
+        arr.hist_ages[b, pos] = np.maximum(t[b] - _flat(pairs, "hist_times"), 0.0)
+        arr.hist_types[b, pos] = _flat(pairs, "hist_types")
+        has = h > 0
+        arr.gap[has] = np.maximum(t[has] - np.array([st.hist_times[0] for st, _ in pairs]), 0.0)
     return arr.tensors()
+
+
+def _ragged(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and position of each element of rows with ``lengths``, row after row."""
+    b = np.repeat(np.arange(len(lengths)), lengths)
+    pos = np.arange(len(b)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return b, pos
+
+
+def _flat(pairs: list[tuple[UserState, int]], name: str) -> np.ndarray:
+    """The first ``k`` entries of list field ``name`` of each (state, k), concatenated."""
+    return np.array([x for st, k in pairs for x in getattr(st, name)[:k]], np.float64)
 
 
 def log_contexts(

@@ -128,7 +128,7 @@ def evaluate_stream(
         tg = [targets[e] if target_idx[e] >= score_from else None for e in range(b0, b1)]
         tt = log.ts[np.where(target_idx[b0:b1] >= 0, target_idx[b0:b1], np.arange(b0, b1))] if at_row_time else None
         res = stage.fold(
-            batch, targets=tg, target_times=tt, collect_examples=len(batch) if learner else 0
+            batch, targets=tg, target_times=tt, example_rate=online.example_rate if learner and online else 0.0
         )
         assert res.ranks is not None
         for k, e in enumerate(range(b0, b1)):

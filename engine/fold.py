@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,15 +25,16 @@ from torch import Tensor
 from engine.codec import UserState, decode_user, encode_user
 from engine.context import HISTORY, UserContext, apply_event, user_contexts
 from engine.explain import explain
+from engine.hooks import StageClock
 from engine.items import ItemTable, ItemUpdates
 from engine.online import Examples
-from engine.rounds import occurrence_rounds
+from engine.rounds import occurrence_rounds, previous_occurrence
 from engine.scoring import score_items
 from engine.state import StateStore, _Batch, new_transaction
 from models.interest import InterestModel
 from schemas import Interaction, Recommendation, ScoredItem, SourceRef
 
-__all__ = ["FoldResult", "SourcedEvent", "UserStage", "rank_of", "user_partition_name"]
+__all__ = ["FoldResult", "SourcedEvent", "UserStage", "is_example", "rank_of", "user_partition_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,12 @@ logger = logging.getLogger(__name__)
 #: users are scored in chunks of SCORE_BUDGET // catalogue size.
 SCORE_BUDGET = 64 * 2**20
 SUMMARY_RATE = 0.02  # slow interest summary: an exponential average over roughly the last 50 events
+
+
+def is_example(user_id: str, n: int, rate: float) -> bool:
+    """Whether the user's ``n``-th event is an online-learning example: a hash of the pair, so the
+    worker and the evaluator pick the same events whatever the batches, partitions or restarts."""
+    return rate >= 1.0 or zlib.crc32(b"%d:%s" % (n, user_id.encode("utf-8"))) < rate * 2**32
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,7 @@ class FoldResult:
     ranks: np.ndarray | None = None  # [E] rank of each event's target (1 = best; nan = no target)
     fold_seconds: float = 0.0
     examples: Examples | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per part of the fold
 
 
 def user_partition_name(partition: int) -> str:
@@ -115,14 +124,16 @@ class UserStage:
         self,
         events: Sequence[SourcedEvent],
         targets: Sequence[str | None] | None = None,
-        collect_examples: int = 0,
+        example_rate: float = 0.0,
         target_times: Sequence[float] | np.ndarray | None = None,
     ) -> FoldResult:
         """Fold ``events``. With ``targets`` (per event: the item to rank right after it, or None),
         also rank each target, at the time in ``target_times`` (default: the moment of the user's last event,
-        what the emitted recommendation is for); with ``collect_examples`` > 0, return up to that many of the batch's
-        last events as training examples (the state just before each → its item) for online learning."""
+        what the emitted recommendation is for); with ``example_rate`` > 0, return that share of the batch's
+        events (chosen by :func:`is_example`) as training examples (the state just before each → its
+        item) for online learning."""
         start = time.perf_counter()
+        clock = StageClock()
         states = self._read_states(events)
         # An event at or below the user's last applied offset was folded before (input replayed).
         fresh = [k for k, e in enumerate(events) if e.offset > states[(e.partition, e.event.user_id)].offset]
@@ -134,76 +145,93 @@ class UserStage:
         dev = self.items.device
         keys = list(dict.fromkeys((events[k].partition, events[k].event.user_id) for k in fresh))
         slot_of = {key: s for s, key in enumerate(keys)}
-        mem = torch.from_numpy(np.stack([states[k].memory for k in keys])).to(dev)  # [U, d]
-        last_t = np.array([states[k].last_t for k in keys])
+        user_states = [states[k] for k in keys]
+        mem = torch.from_numpy(np.stack([st.memory for st in user_states])).to(dev)  # [U, d]
         ev = [events[k] for k in fresh]
         slots = np.array([slot_of[(e.partition, e.event.user_id)] for e in ev])
         item_rows = self.items.rows([e.event.item_id for e in ev])
         ts = np.array([e.event.timestamp for e in ev])
         etypes = np.array([e.event.event_type_id for e in ev], np.int64)
         weights = np.array([e.event.weight for e in ev], np.float32)
+        rounds = occurrence_rounds(slots)
+        # Each event's predecessor: the user's previous event in this batch, or else their state.
+        prev = previous_occurrence(slots)
+        within = prev >= 0
+        state_t = np.array([st.last_t for st in user_states])[slots]
+        dt = ts - np.where(within, ts[prev], state_t)
+        dt[np.isnan(dt)] = 0.0  # a user's first event ever
+        state_row = np.full(len(keys), -1, np.int64)  # each user's last item before this batch
+        has_history = np.array([bool(st.hist_items) for st in user_states])
+        state_row[has_history] = self.items.rows([st.hist_items[0] for st in user_states if st.hist_items])
+        prev_rows = np.where(within, item_rows[prev], state_row[slots])
+        n_before = np.array([st.n_events for st in user_states])[slots]
+        for r, idx in enumerate(rounds):
+            n_before[idx] += r
+        example = (
+            np.array([is_example(e.event.user_id, int(n) + 1, example_rate) for e, n in zip(ev, n_before)], bool)
+            if example_rate > 0 else np.zeros(len(ev), bool)
+        )
+        # The cells' inputs for the whole batch in one call; only the cells run round by round.
+        messages = self.model.memory.message(
+            self.items.vectors()[torch.from_numpy(item_rows).to(dev)], torch.from_numpy(dt).float().to(dev),
+            torch.from_numpy(etypes).to(dev), torch.from_numpy(weights).to(dev),
+        )
+        cell = self.model.memory.user_cell
         user_before = torch.empty(len(ev), self.dim, device=dev)
-        prev_rows = np.full(len(ev), -1, np.int64)
         # per round: the events whose user's context just before them is an example, and those contexts
         ctx_rounds: list[tuple[np.ndarray, UserContext]] = []
         target_t = np.asarray([target_times[k] for k in fresh], np.float64) if target_times is not None else None
-        first_example = max(0, len(ev) - collect_examples) if collect_examples else len(ev)
-        vectors = self.items.vectors()
         target_rows = (
             # -1: a target never seen (ranked last); -2: no target (not ranked)
             torch.tensor([self.items.index.get(t, -1) if (t := targets[k]) else -2 for k in fresh], device=dev)
             if targets is not None
             else None
         )
+        clock.lap("read_state")
 
-        for idx in occurrence_rounds(slots):
+        for idx in rounds:
             s = torch.from_numpy(slots[idx]).to(dev)
-            dt = ts[idx] - last_t[slots[idx]]
-            dt = np.where(np.isnan(dt), 0.0, dt)
-            user_before[torch.from_numpy(idx).to(dev)] = mem[s]
-            mem[s] = self.model.memory.update_users(
-                mem[s],
-                vectors[torch.from_numpy(item_rows[idx]).to(dev)],
-                torch.from_numpy(dt).float().to(dev),
-                torch.from_numpy(etypes[idx]).to(dev),
-                torch.from_numpy(weights[idx]).to(dev),
-            )
-            last_t[slots[idx]] = ts[idx]
-            wanted = idx[idx >= first_example]
+            it = torch.from_numpy(idx).to(dev)
+            before = mem[s]
+            user_before[it] = before
+            mem[s] = cell(messages[it], before)
+            clock.lap("memory")
+            wanted = idx[example[idx]]
             if len(wanted):  # one call per round, before the round's events change the states
                 ctx_rounds.append((wanted, user_contexts(
-                    [states[keys[slots[k]]] for k in wanted], self.items.rows, self.profile_items, self.seq_len,
+                    [user_states[slots[k]] for k in wanted], self.items.rows, self.profile_items, self.seq_len,
                     now=ts[wanted],
                 )))
-            for k in idx:
-                st = states[keys[slots[k]]]
+                clock.lap("examples")
+            for k in idx.tolist():
                 e = ev[k].event
-                if st.hist_items:
-                    prev_rows[k] = self.items.row(st.hist_items[0])
-                apply_event(st, e.item_id, e.timestamp, int(etypes[k]), self.profile_items)
+                apply_event(user_states[slots[k]], e.item_id, e.timestamp, int(etypes[k]), self.profile_items)
+            clock.lap("memory")
             if target_rows is not None and ranks is not None:
-                tr = target_rows[torch.from_numpy(idx).to(dev)]
+                tr = target_rows[it]
                 ok = tr >= 0
                 if bool(ok.any()):
                     sc = self._scores(
-                        mem[s], [states[keys[slots[k]]] for k in idx], now=None if target_t is None else target_t[idx]
+                        mem[s], [user_states[slots[k]] for k in idx], now=None if target_t is None else target_t[idx]
                     )
                     r = rank_of(sc[ok], tr[ok]).cpu().numpy()
                     pos = np.asarray(fresh)[idx][ok.cpu().numpy()]
                     ranks[pos] = r
                 missing = np.asarray(fresh)[idx][(tr == -1).cpu().numpy()]
                 ranks[missing] = len(self.items)
+                clock.lap("rank_targets")
 
         # One recommendation per user, for their last event in this batch.
-        user_states = [states[k] for k in keys]
         top_scores, top_rows, ctx = self._top_k(mem, user_states)
         top_scores_l = top_scores.cpu().tolist()
         top_rows_l = top_rows.cpu().tolist()
+        clock.lap("score")
         last_event_of = {}
         for k, e in enumerate(ev):
             last_event_of[slots[k]] = e
         now = time.time()
         reasons = explain(self.items, ctx.hist_rows, top_rows)
+        clock.lap("explain")
         recs: list[Recommendation] = []
         arrivals: list[float] = []
         mem_np = mem.cpu().numpy()
@@ -216,7 +244,7 @@ class UserStage:
                 Recommendation(
                     user_id=u,
                     items=tuple(
-                        ScoredItem(i, sc, why, ev) for i, sc, (why, ev) in zip(ids, top_scores_l[s], reasons[s])
+                        ScoredItem(i, sc, why, strength) for i, sc, (why, strength) in zip(ids, top_scores_l[s], reasons[s])
                     ),
                     model_version=self.model_version,
                     source=SourceRef(self.input_topic, p, src.offset, src.event.timestamp),
@@ -226,16 +254,17 @@ class UserStage:
             arrivals.append(src.arrival)
             st.memory = mem_np[s]
             st.summary = (1 - SUMMARY_RATE) * st.summary + SUMMARY_RATE * mem_np[s]
-            st.last_t = float(last_t[s])
+            st.last_t = src.event.timestamp
             st.partition, st.offset = p, src.offset
             st.model_version = self.model_version
             writes.setdefault(user_partition_name(p), new_transaction()).put(u.encode("utf-8"), encode_user(st))
 
+        clock.lap("emit")
         examples = None
         if ctx_rounds:
             order = np.concatenate([k for k, _ in ctx_rounds])
             in_event_order = torch.from_numpy(np.argsort(order, kind="stable"))
-            sel = np.arange(first_example, len(ev))
+            sel = np.sort(order)
             examples = Examples(
                 user_mem=user_before[torch.from_numpy(sel).to(dev)],
                 ctx=UserContext.cat([c for _, c in ctx_rounds])[in_event_order].to(dev),
@@ -251,8 +280,10 @@ class UserStage:
             partitions=np.array([e.partition for e in ev], np.int64),
             offsets=np.array([e.offset for e in ev], np.int64),
         )
+        clock.lap("examples")
         return FoldResult(
-            recs, arrivals, updates, writes, len(ev), n_skipped, ranks, time.perf_counter() - start, examples
+            recs, arrivals, updates, writes, len(ev), n_skipped, ranks, time.perf_counter() - start, examples,
+            clock.seconds,
         )
 
     def _context(self, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None) -> UserContext:

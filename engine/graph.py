@@ -75,14 +75,15 @@ class ItemGraph:
         log(1 + Σ_k 0.5^k · count(r_k → i)) over the items before it (the user's wider context)."""
         recent = np.asarray(recent_rows, np.int64).reshape(len(recent_rows), -1)
         weights = 0.5 ** np.arange(recent.shape[1])
-        if self._dense is not None and n_items <= self._dense.shape[0]:
+        if self._dense is not None and n_items <= self._dense.shape[0] and recent.shape[1]:
             r = torch.from_numpy(recent)
-            counts = self._dense[r.clamp(min=0), :n_items] * (r >= 0).unsqueeze(-1)  # [B, K, N]
-            users, items = (counts.sum(1) > 0).nonzero(as_tuple=True)
-            c = counts[users, :, items]  # [P, K]
-            total = counts[:, 0].sum(1)[users]
-            ctx = (c[:, 1:] * torch.from_numpy(weights[1:]).float()).sum(1)
-            last = c[:, 0]
+            dense = self._dense[:, :n_items]
+            last_all = dense[r[:, 0].clamp(min=0)] * (r[:, :1] >= 0)  # [B, N] counts of last item → i
+            w = torch.from_numpy(weights[1:]).float() * (r[:, 1:] >= 0)  # [B, K-1]
+            ctx_all = torch.bmm(w.unsqueeze(1), dense[r[:, 1:].clamp(min=0)]).squeeze(1)  # [B, N]
+            users, items = ((last_all + ctx_all) > 0).nonzero(as_tuple=True)
+            last, ctx = last_all[users, items], ctx_all[users, items]
+            total = last_all.sum(1)[users]
         else:
             ub, ii, lasts, ctxs, totals = [], [], [], [], []
             for b in range(len(recent)):

@@ -6,10 +6,32 @@ Faust's sensors). ``NullHooks`` is the default for tests and offline jobs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["FoldHooks", "NullHooks"]
+__all__ = ["FoldHooks", "NullHooks", "StageClock"]
+
+
+class StageClock:
+    """Wall seconds per named stage: ``lap(name)`` charges the time since the last lap to ``name``
+    (stages may repeat, e.g. inside a loop; their times add up)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
+        self._t = now
+
+    def absorb(self, prefix: str, seconds: Mapping[str, float]) -> None:
+        """Charge the time since the last lap to another clock's stages, as ``prefix.stage``."""
+        for stage, sec in seconds.items():
+            key = f"{prefix}.{stage}"
+            self.seconds[key] = self.seconds.get(key, 0.0) + sec
+        self._t = time.perf_counter()
 
 
 class FoldHooks(Protocol):
@@ -18,6 +40,10 @@ class FoldHooks(Protocol):
 
     def on_batch(self, n_events: int, fold_seconds: float) -> None:
         """One micro-batch of ``n_events`` valid events was folded in ``fold_seconds``."""
+
+    def on_stages(self, seconds: Mapping[str, float]) -> None:
+        """Wall seconds one micro-batch spent in each stage of the hot path (consume, decode, the
+        user stage's parts, item stage, produce, flush, state write, learn)."""
 
     def on_skipped(self, n_events: int) -> None:
         """Events already folded before (replayed input) were skipped."""
@@ -45,6 +71,9 @@ class NullHooks:
         pass
 
     def on_batch(self, n_events: int, fold_seconds: float) -> None:
+        pass
+
+    def on_stages(self, seconds: Mapping[str, float]) -> None:
         pass
 
     def on_skipped(self, n_events: int) -> None:

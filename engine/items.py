@@ -22,7 +22,7 @@ from torch import Tensor
 from engine.catalog import Catalog, knowledge_vectors
 from engine.codec import ItemState, decode_item, encode_item
 from engine.graph import ItemGraph
-from engine.rounds import occurrence_rounds
+from engine.rounds import occurrence_rounds, previous_occurrence
 from engine.state import PartitionStore, new_transaction
 from models.interest import InterestModel
 
@@ -304,26 +304,31 @@ class ItemStage:
         table = self.table
         dev = table.device
         rows = up.rows[keep]
+        # Each event's gap since the item's previous event (in this batch, or else in the table) and
+        # the cells' inputs for the whole batch in one call; only the cells run round by round.
+        prev = previous_occurrence(rows)
+        ts = up.ts[keep]
+        dt = ts - np.where(prev >= 0, ts[prev], table.last_t[rows])
+        dt[np.isnan(dt)] = 0.0
+        kt = torch.from_numpy(keep).to(dev)
+        messages = self.model.memory.message(
+            up.user_vec[kt], torch.from_numpy(dt).float().to(dev), torch.from_numpy(up.event_types[keep]).to(dev),
+            torch.from_numpy(up.weights[keep]).float().to(dev),
+        )
+        cell = self.model.memory.item_cell
+        uniq, slot = np.unique(rows, return_inverse=True)
+        uniq_t = torch.from_numpy(uniq).to(dev)
+        work = table.memory[uniq_t].clone()  # the batch's items, updated round by round
         for idx in occurrence_rounds(rows):
-            sel = keep[idx]
-            r = up.rows[sel]
-            rt = torch.from_numpy(r).to(dev)
-            last = table.last_t[r]
-            dt = np.where(np.isnan(last), 0.0, up.ts[sel] - last)
-            new = self.model.memory.update_items(
-                table.memory[rt],
-                up.user_vec[torch.from_numpy(sel).to(dev)],
-                torch.from_numpy(dt).float().to(dev),
-                torch.from_numpy(up.event_types[sel]).to(dev),
-                torch.from_numpy(up.weights[sel]).float().to(dev),
-            )
-            table.count[r] += 1  # before the vectors are recomputed: the count sets the knowledge handover
-            table.set_memory(rt, new)
-            table.last_t[r] = up.ts[sel]
+            s = torch.from_numpy(slot[idx]).to(dev)
+            work[s] = cell(messages[torch.from_numpy(idx).to(dev)], work[s])
+            table.last_t[rows[idx]] = ts[idx]
+        np.add.at(table.count, rows, 1)  # before the vectors are recomputed: the count sets the knowledge handover
+        table.set_memory(uniq_t, work)
         for p, o in zip(up.partitions[keep], up.offsets[keep]):
             if o > self.watermarks.get(int(p), -1):
                 self.watermarks[int(p)] = int(o)
-        changed = sorted(set(rows.tolist()))
+        changed = uniq.tolist()
         transitions_changed = table.graph.observe(up.prev_rows[keep], rows)
         cfg = self.model.cfg
         snapshot = cfg.use_graph_snapshots and table.graph.events_since_snapshot >= cfg.snapshot_every

@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.codec import UserState
 
-__all__ = ["N_PROFILE_FEATURES", "PROFILE_DECAYS", "profile_features", "update_profile"]
+__all__ = ["N_PROFILE_FEATURES", "PROFILE_DECAYS", "feature_matrix", "profile_features", "update_profile"]
 
 PROFILE_DECAYS = (0.5, 0.9)
 N_PROFILE_FEATURES = len(PROFILE_DECAYS) + 3
@@ -51,20 +51,30 @@ def update_profile(st: UserState, item: str, t: float, max_items: int) -> None:
             lst.pop()
 
 
+def feature_matrix(acc: np.ndarray, gap: np.ndarray, count: np.ndarray, age: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """``[P, N_PROFILE_FEATURES]`` features of ``P`` profile entries (of one user or many): decayed
+    accumulators ``acc`` ``[P, n_decays]`` stored ``gap`` events ago, use ``count``, seconds since the
+    last use ``age`` (≥ 0) and distinct-recency ``rank`` (0 = the user's most recent item)."""
+    out = np.empty((len(gap), N_PROFILE_FEATURES), np.float32)
+    c = len(PROFILE_DECAYS)
+    out[:, :c] = acc * np.asarray(PROFILE_DECAYS)[None, :] ** gap[:, None]
+    out[:, c] = np.log1p(count)
+    out[:, c + 1] = 1.0 / (1.0 + np.log1p(age) / 10.0)
+    out[:, c + 2] = 1.0 / (1.0 + rank)
+    return out
+
+
 def profile_features(st: UserState, now: float | None = None) -> np.ndarray:
     """``[len(profile), N_PROFILE_FEATURES]`` features of the user's profile items at time ``now``
     (default: the user's latest event)."""
     m = len(st.prof_items)
-    out = np.zeros((m, N_PROFILE_FEATURES), np.float32)
     if not m:
-        return out
-    gap = st.n_events - np.asarray(st.prof_last_n, np.float64)
-    acc = np.asarray(st.prof_acc, np.float64)  # [m, n_decays]
-    out[:, : len(PROFILE_DECAYS)] = acc * np.asarray(PROFILE_DECAYS)[None, :] ** gap[:, None]
-    c = len(PROFILE_DECAYS)
-    out[:, c] = np.log1p(np.asarray(st.prof_count, np.float64))
+        return np.zeros((0, N_PROFILE_FEATURES), np.float32)
     ref = st.prof_last_t[0] if now is None or np.isnan(now) else now
-    age = np.maximum(ref - np.asarray(st.prof_last_t, np.float64), 0.0)
-    out[:, c + 1] = 1.0 / (1.0 + np.log1p(age) / 10.0)
-    out[:, c + 2] = 1.0 / (1.0 + np.arange(m))
-    return out
+    return feature_matrix(
+        np.asarray(st.prof_acc, np.float64).reshape(m, -1),
+        st.n_events - np.asarray(st.prof_last_n, np.float64),
+        np.asarray(st.prof_count, np.float64),
+        np.maximum(ref - np.asarray(st.prof_last_t, np.float64), 0.0),
+        np.arange(m, dtype=np.float64),
+    )

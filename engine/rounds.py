@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["occurrence_rounds"]
+__all__ = ["occurrence_rounds", "previous_occurrence"]
 
 
 def occurrence_rounds(keys: np.ndarray) -> list[np.ndarray]:
@@ -27,3 +27,20 @@ def occurrence_rounds(keys: np.ndarray) -> list[np.ndarray]:
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.r_[0, np.cumsum(np.bincount(rank))]
     return [by_rank[bounds[r] : bounds[r + 1]] for r in range(len(bounds) - 1)]
+
+
+def previous_occurrence(keys: np.ndarray) -> np.ndarray:
+    """For each position, the index of the previous position with the same key (-1 for a key's
+    first occurrence).
+
+    >>> previous_occurrence(np.array([5, 7, 5, 5, 9])).tolist()
+    [-1, -1, 0, 2, -1]
+    """
+    n = len(keys)
+    prev = np.full(n, -1, np.int64)
+    if n < 2:
+        return prev
+    order = np.argsort(keys, kind="stable")
+    same = keys[order[1:]] == keys[order[:-1]]
+    prev[order[1:][same]] = order[:-1][same]
+    return prev

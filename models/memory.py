@@ -59,15 +59,22 @@ class TemporalMemory(nn.Module):
         t = self.time_enc(torch.log1p(dt.clamp(min=0)).unsqueeze(-1))  # [B, time_dim]
         return torch.cat([t, self.event_emb(event_type), weight.unsqueeze(-1)], dim=-1)
 
+    def message(self, other: Tensor, dt: Tensor, event_type: Tensor, weight: Tensor) -> Tensor:
+        """The cells' inputs ``[B, msg_dim]``: the other endpoint's vector ``[B, d]``, the gap since
+        this endpoint's previous event ``[B]`` (seconds), event-type ids ``[B]`` and weights ``[B]``.
+        None of it depends on the memory being updated, so a batch computes all its messages in one
+        call and runs only the cells in sequential rounds."""
+        return torch.cat([other, self._context(dt, event_type, weight)], dim=-1)
+
     def update_users(
         self, user_mem: Tensor, item_vec: Tensor, dt: Tensor, event_type: Tensor, weight: Tensor
     ) -> Tensor:
         """New user memories ``[B, d]`` from memories ``[B, d]``, the items' vectors ``[B, d]``,
         gaps ``[B]`` in seconds, event-type ids ``[B]`` and weights ``[B]``."""
-        return self.user_cell(torch.cat([item_vec, self._context(dt, event_type, weight)], dim=-1), user_mem)
+        return self.user_cell(self.message(item_vec, dt, event_type, weight), user_mem)
 
     def update_items(
         self, item_mem: Tensor, user_vec: Tensor, dt: Tensor, event_type: Tensor, weight: Tensor
     ) -> Tensor:
         """New item memories ``[B, d]``; ``user_vec`` is the user's memory before this event."""
-        return self.item_cell(torch.cat([user_vec, self._context(dt, event_type, weight)], dim=-1), item_mem)
+        return self.item_cell(self.message(user_vec, dt, event_type, weight), item_mem)

@@ -25,7 +25,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,9 @@ _LIVE = 1e9  # event timestamps above this are wall-clock stamps of the latency 
 class BenchOptions:
     data: Path | None = None  # a CSV log; None = synthetic
     users: int = 10_000  # synthetic workload
+    # > 0: this many users, each with a state written before the run (a full history and profile),
+    # and every event's user drawn uniformly among them: the cost of state that does not fit caches
+    active_users: int = 0
     items: int = 1_000
     events: int = 60_000  # throughput phase
     rate: float = 2_000.0  # latency phase, offered events/s
@@ -101,6 +104,10 @@ def workload(opts: BenchOptions) -> tuple[list[str], list[str], list[str]]:
         n = min(opts.events, len(log))
         return [str(u) for u in log.users[:n]], [str(i) for i in log.items[:n]], sorted(set(map(str, log.items)))
     rng = np.random.default_rng(opts.seed)
+    if opts.active_users:
+        u = rng.integers(0, opts.active_users, opts.events)
+        i = rng.integers(0, opts.items, opts.events)
+        return [f"u{x}" for x in u], [f"i{x}" for x in i], [f"i{x}" for x in range(opts.items)]
     # Zipf-like activity and popularity, and users who return to their own items (as real logs do).
     u = np.minimum(rng.zipf(1.3, opts.events) - 1, opts.users - 1)
     own = (u * 7919 + rng.integers(0, 8, opts.events)) % opts.items
@@ -124,6 +131,7 @@ def _raw_pipe(spec: dict[str, Any], counter: Any, ready: Any, stop: Any, timelin
 
     from schemas import Recommendation, ScoredItem, SchemaError, SourceRef, decode_interaction
     from streams.config import Settings
+    from streams.worker import next_batch
 
     settings = Settings(**spec["settings"])
     consumer = Consumer(settings.consumer_conf())
@@ -132,7 +140,7 @@ def _raw_pipe(spec: dict[str, Any], counter: Any, ready: Any, stop: Any, timelin
     items = [f"i{k}" for k in range(spec["top_k"])]
     consumer.subscribe([topic_in], on_assign=lambda c, p: ready.set())
     while not stop.is_set():
-        msgs = consumer.consume(settings.batch_max_events, settings.batch_max_wait_ms / 1000)
+        msgs = next_batch(consumer, settings.batch_max_events, settings.poll_timeout_ms / 1000)
         if not msgs:
             continue
         n = 0
@@ -173,7 +181,7 @@ class _NoopStage:
         self.input_topic = input_topic
         self.items = [f"i{k}" for k in range(top_k)]
 
-    def fold(self, events: Sequence[Any], targets: Any = None, collect_examples: int = 0) -> Any:
+    def fold(self, events: Sequence[Any], targets: Any = None, example_rate: float = 0.0) -> Any:
         import torch
 
         from engine.fold import FoldResult
@@ -211,11 +219,18 @@ def _worker(
         engine.users = _NoopStage(engine.checkpoint.version, settings.topics.interactions, settings.top_k)  # type: ignore[assignment]
         engine.learner = None
 
+    stages: dict[str, float] = {}  # the hot path's seconds per stage in the throughput phase
+
     class Counting(NullHooks):
         def on_batch(self, n_events: int, seconds: float) -> None:
             with counter.get_lock():
                 counter.value += n_events
             timeline.append((time.perf_counter(), counter.value))
+
+        def on_stages(self, seconds: Mapping[str, float]) -> None:
+            if counter.value <= spec["events"]:
+                for stage, sec in seconds.items():
+                    stages[stage] = stages.get(stage, 0.0) + sec
 
     worker = Worker(settings, engine, Counting())
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)
@@ -227,7 +242,7 @@ def _worker(
     stop.wait()
     worker.stop()
     thread.join(30)
-    out: dict[str, Any] = {"device": str(engine.device)}
+    out: dict[str, Any] = {"device": str(engine.device), "stage_seconds": stages}
     if not noop:
         n_users, n_bytes = 0, 0
         for p in range(settings.partitions):
@@ -365,6 +380,34 @@ def median_window_rate(timeline: Sequence[tuple[float, int]], n_windows: int = 5
     return float(np.median(rates)), [round(float(r), 1) for r in rates]
 
 
+def _write_users(state_dir: Path, n_users: int, catalogue: list[str], dim: int, profile_items: int = 48) -> None:
+    """``n_users`` users u0…u{n-1} in partition 0's state, each with a full history and profile (256
+    different ones in turn: users who all share one last item would make it a hub whose transitions
+    reach the whole catalogue)."""
+    from engine.codec import UserState, encode_user
+    from engine.context import HISTORY, apply_event
+    from engine.fold import user_partition_name
+    from engine.state import RocksDBStateStore, new_transaction
+
+    rng = np.random.default_rng(1)
+    values = []
+    for _ in range(256):
+        st = UserState.empty(dim)
+        st.memory = rng.standard_normal(dim).astype(np.float32)
+        for k in range(max(profile_items, HISTORY)):
+            apply_event(st, catalogue[int(rng.integers(0, len(catalogue)))], 0.001 * k, 0, profile_items)
+        st.partition, st.offset = 0, -1
+        values.append(encode_user(st))
+    store = RocksDBStateStore(state_dir)
+    part = store.partition(user_partition_name(0))
+    for lo in range(0, n_users, 50_000):
+        tx = new_transaction()
+        for u in range(lo, min(n_users, lo + 50_000)):
+            tx.put(f"u{u}".encode(), values[u % len(values)])
+        part.write(tx)
+    store.close()
+
+
 def _run_mode(mode: str, opts: BenchOptions, bootstrap: str, ckpt: Path, users: list[str], items: list[str]) -> ModeResult:
     from streams.broker import create_topics
     from streams.config import Settings, Topics
@@ -388,6 +431,8 @@ def _run_mode(mode: str, opts: BenchOptions, bootstrap: str, ckpt: Path, users: 
         "device": opts.device,
     }
     settings = Settings(**settings_kw)
+    if opts.active_users and mode != "raw_pipe":
+        _write_users(state_dir, opts.active_users, sorted(set(items)), opts.dim)
     create_topics(bootstrap, topic_specs(settings))
     topic = settings.topics.interactions
     produce_rate = _produce(settings.producer_conf(), topic, _encode_events(users, items))
@@ -436,7 +481,14 @@ def _run_mode(mode: str, opts: BenchOptions, bootstrap: str, ckpt: Path, users: 
         peak_rss_bytes=int(out["peak_rss_bytes"]),
         state_bytes_per_user=out.get("state_bytes_per_user"),
         n_latency=len(lat),
-        extra={"producer_events_per_s": produce_rate, **{k: v for k, v in out.items() if k in ("device", "users_in_state")}},
+        extra={
+            "producer_events_per_s": produce_rate,
+            **{k: v for k, v in out.items() if k in ("device", "users_in_state")},
+            # where the worker's wall time went while it drained the backlog: ms per 1,000 events
+            **({"profile_ms_per_1k_events": {
+                k: 1e6 * v / len(users) for k, v in sorted(out["stage_seconds"].items(), key=lambda kv: -kv[1])
+            }} if out.get("stage_seconds") else {}),
+        },
     )
 
 
@@ -518,6 +570,12 @@ def print_table(report: dict[str, Any]) -> None:
     for base in ("raw_pipe", "noop"):
         if f"ratio_to_{base}" in report:
             print(f"engine / {base}: {report[f'ratio_to_{base}']:.3f}")
+    profile = report.get("engine", {}).get("profile_ms_per_1k_events")
+    if profile:
+        total = sum(profile.values())
+        print(f"\nengine, backlog phase: where a worker's wall time goes ({total:,.0f} ms per 1,000 events)")
+        for stage, ms in profile.items():
+            print(f"  {stage:<28} {ms:>8.1f} ms  {100 * ms / total:>5.1f}%")
     for t in report.get("topk", []):
         print(f"exact top-{t['k']} of {t['items']:,} items for {t['users']} users (d={t['dim']}, {t['device']}): {1000 * t['median_s']:.1f} ms")
     m = report["machine"]
@@ -562,6 +620,7 @@ SCALING_GRID: dict[str, list[int]] = {
     "items": [1_000, 100_000, 1_000_000],
     "batch_max_events": [250, 500, 1_000, 2_000],
     "dim": [32, 64, 128],
+    "active_users": [10_000, 1_000_000],
 }
 
 
@@ -589,7 +648,7 @@ def _plot_scaling(curves: dict[str, list[dict[str, Any]]], png: Path, opts: Benc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"items": "catalogue size (items)", "batch_max_events": "micro-batch (events)", "dim": "embedding width"}
+    labels = {"active_users": "active users (state written before)", "items": "catalogue size (items)", "batch_max_events": "micro-batch (events)", "dim": "embedding width"}
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4))
     for ax, (knob, pts) in zip(np.atleast_1d(axes), curves.items()):
         x = [p["value"] for p in pts]

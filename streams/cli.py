@@ -304,7 +304,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
     opts = BenchOptions(
-        data=args.data, users=args.users, items=args.items, events=args.events, rate=args.rate,
+        data=args.data, users=args.users, active_users=args.active_users, items=args.items, events=args.events,
+        rate=args.rate,
         latency_seconds=args.latency_seconds, modes=modes, bootstrap=args.bootstrap, checkpoint=args.checkpoint,
         dim=args.dim, batch_max_events=args.batch, top_k=args.top_k, online_learning=not args.no_online,
         device=args.device, workdir=args.workdir,
@@ -435,6 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bb.add_argument("--data", type=Path, default=None, help="CSV log for the workload (default: synthetic)")
     bb.add_argument("--users", type=int, default=10_000, help="synthetic workload: users")
     bb.add_argument("--items", type=int, default=1_000, help="synthetic workload: catalogue size")
+    bb.add_argument(
+        "--active-users", type=int, default=0,
+        help="synthetic workload: this many users with state written beforehand, events spread uniformly over them",
+    )
     bb.add_argument("--events", type=int, default=60_000, help="events in the throughput phase")
     bb.add_argument("--rate", type=float, default=2000.0, help="offered events/s in the latency phase")
     bb.add_argument("--latency-seconds", type=float, default=15.0)

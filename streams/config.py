@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     checkpoint: Path | None = None  # a file; default: the newest in checkpoint_dir
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_max_events: int = 2000
-    batch_max_wait_ms: int = 20
+    poll_timeout_ms: int = 100  # an idle worker's wait for input (a batch never waits for more)
     top_k: int = 10
     web_port: int = 6066
     web_host: str = "127.0.0.1"
@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     # Online continual learning in the worker (score first, then learn)
     online_learning: bool = True
     online_lr: float = 1e-4
-    online_examples_per_step: int = 1000
+    online_examples_per_step: int = 200
+    online_example_rate: float = 0.1  # the share of events that are examples (engine/online.py)
     # torch's intra-op threads in the worker. One per worker: on small machines the worker shares
     # the cores with the broker client threads (and often the broker), and two spinning OpenMP threads
     # on a busy core made the fold three times slower here; scale out with partitions and workers.

@@ -32,7 +32,6 @@ from engine.baselines import RecencyFrequency
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.data import read_catalog, read_csv
 from engine.evaluation import evaluate_stream, next_items, ranking_metrics
-from engine.online import OnlineConfig
 from engine.train import TrainConfig, train
 from schemas import Recommendation
 from streams.broker import EmbeddedBroker, create_topics, free_port
@@ -40,6 +39,7 @@ from streams.catalog import load_catalog_file, produce_catalog
 from streams.config import Settings
 from streams.reader import RecommendationReader
 from streams.replay import replay
+from streams.runtime import online_config
 from streams.topics import topic_specs
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -164,9 +164,7 @@ def _last_sources(users: np.ndarray, partitions: np.ndarray, offsets: np.ndarray
 def _offline_ranks(ckpt_path: Path, log, n_train: int, settings: Settings, catalog=None) -> dict[int, float]:  # type: ignore[no-untyped-def]
     """The offline evaluator's rank of every held-out row, from the same checkpoint and settings."""
     ckpt = load_checkpoint(ckpt_path)
-    online = OnlineConfig(
-        enabled=settings.online_learning, lr=settings.online_lr, examples_per_step=settings.online_examples_per_step
-    )
+    online = online_config(settings)
     # ranked as the worker ranked them: for the moment of the user's previous event
     rr = evaluate_stream(ckpt.model, ckpt.item_ids, log, n_train, online=online, at_row_time=False, catalog=catalog)
     return dict(zip(rr.rows.tolist(), rr.ranks["model"].tolist()))

@@ -27,6 +27,7 @@ METRIC_NAMES = (
     "tide_recommendations_emitted_total",
     "tide_dead_letters_total",
     "tide_fold_duration_seconds",
+    "tide_stage_seconds_total",
     "tide_batch_size_events",
     "tide_event_to_recommendation_seconds",
     "tide_state_bytes",
@@ -62,6 +63,11 @@ class Metrics:
         )
         self.fold_duration = Histogram(
             "tide_fold_duration_seconds", "Time to fold one micro-batch.", buckets=_FOLD_BUCKETS, registry=registry
+        )
+        self.stage_seconds = Counter(
+            "tide_stage_seconds",
+            "Wall seconds the hot path spent in each stage (rate() of it: the share of a worker's time).",
+            ["stage"], registry=registry,
         )
         self.batch_size = Histogram(
             "tide_batch_size_events", "Valid events per micro-batch.", buckets=_BATCH_BUCKETS, registry=registry
@@ -100,6 +106,10 @@ class Metrics:
         self.events_folded.inc(n_events)
         self.batch_size.observe(n_events)
         self.fold_duration.observe(fold_seconds)
+
+    def on_stages(self, seconds: Mapping[str, float]) -> None:
+        for stage, sec in seconds.items():
+            self.stage_seconds.labels(stage).inc(sec)
 
     def on_skipped(self, n_events: int) -> None:
         self.events_skipped.inc(n_events)

@@ -16,7 +16,7 @@ from engine.online import OnlineConfig, OnlineLearner
 from engine.state import RocksDBStateStore
 from streams.config import Settings
 
-__all__ = ["Engine", "load_engine", "pick_device", "resolve_checkpoint"]
+__all__ = ["Engine", "load_engine", "online_config", "pick_device", "resolve_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,13 @@ class Engine:
         self.store.close()
 
 
+def online_config(settings: Settings) -> OnlineConfig:
+    return OnlineConfig(
+        enabled=settings.online_learning, lr=settings.online_lr, examples_per_step=settings.online_examples_per_step,
+        example_rate=settings.online_example_rate,
+    )
+
+
 def load_engine(settings: Settings) -> Engine:
     device = pick_device(settings.device)
     if settings.torch_threads > 0:
@@ -64,8 +71,5 @@ def load_engine(settings: Settings) -> Engine:
         ckpt.model, table, store, model_version=ckpt.version, input_topic=settings.topics.interactions,
         top_k=settings.top_k,
     )
-    learner = None
-    if settings.online_learning:
-        cfg = OnlineConfig(enabled=True, lr=settings.online_lr, examples_per_step=settings.online_examples_per_step)
-        learner = OnlineLearner(ckpt.model, table, cfg)
+    learner = OnlineLearner(ckpt.model, table, online_config(settings)) if settings.online_learning else None
     return Engine(ckpt, user_stage, item_stage, store, device, learner)

@@ -1,6 +1,6 @@
 """The hot path: a confluent-kafka consume → decode → fold → produce loop around the engine.
 
-Per micro-batch (up to ``batch_max_events`` records or ``batch_max_wait_ms``): decode and validate
+Per micro-batch (whatever has arrived, up to ``batch_max_events`` records: see :func:`next_batch`): decode and validate
 every record (invalid ones go to the DLQ with the reason), fold the valid ones through the user and
 item stages, produce one recommendation per user (and the changed item vectors), wait for the
 broker's acknowledgement, write user state, then commit the input offsets. A crash at any point
@@ -19,15 +19,31 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from engine.fold import SourcedEvent
-from engine.hooks import FoldHooks, NullHooks
+from engine.hooks import FoldHooks, NullHooks, StageClock
 from schemas import DeadLetter, ItemVector, SchemaError, decode_interaction
 from streams.catalog import CatalogStage
 from streams.config import Settings
 from streams.runtime import Engine
 
-__all__ = ["Worker", "WorkerStats"]
+__all__ = ["Worker", "WorkerStats", "next_batch"]
 
 logger = logging.getLogger(__name__)
+
+
+def next_batch(consumer: Consumer, max_events: int, idle_timeout: float) -> list[Message]:
+    """The records that have arrived, up to ``max_events``, without waiting for more: a batch is
+    what came in while the last one was folded (small under light load, full under a backlog).
+    When nothing has arrived, block up to ``idle_timeout`` seconds for the first record.
+
+    ``Consumer.consume(n, timeout)`` alone would wait the whole timeout unless ``n`` records
+    arrive, adding it to every event's latency at light load."""
+    msgs = consumer.consume(num_messages=max_events, timeout=0)
+    if msgs:
+        return msgs
+    first = consumer.poll(idle_timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=max_events - 1, timeout=0)] if max_events > 1 else [first]
 
 
 @dataclass
@@ -87,14 +103,16 @@ class Worker:
         if self.catalog is not None:
             self.catalog.start()
         self._consumer.subscribe([self.topics.interactions], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        max_wait = s.batch_max_wait_ms / 1000
+        idle_timeout = s.poll_timeout_ms / 1000
         last_gauge = 0.0
         clean = False
         try:
             while not self._stop.is_set():
-                msgs = self._consumer.consume(num_messages=s.batch_max_events, timeout=max_wait)
+                clock = StageClock()
+                msgs = next_batch(self._consumer, s.batch_max_events, idle_timeout)
+                clock.lap("consume")  # with, when idle, the wait for input
                 if msgs:
-                    self._process(msgs)
+                    self._process(msgs, clock)
                 now = time.monotonic()
                 if now - last_gauge > 5:
                     last_gauge = now
@@ -106,7 +124,7 @@ class Worker:
             gc.set_threshold(*thresholds)
         return self.stats
 
-    def _process(self, msgs: list[Message]) -> None:
+    def _process(self, msgs: list[Message], clock: StageClock) -> None:
         t0 = time.perf_counter()
         events: list[SourcedEvent] = []
         offsets: dict[tuple[str, int], int] = {}
@@ -126,8 +144,9 @@ class Worker:
             events.append(SourcedEvent(ev, m.partition(), m.offset(), ts_ms / 1000 if ts_ms > 0 else time.time()))
         self.stats.consumed += len(msgs)
         self.hooks.on_consumed(self.topics.interactions, len(msgs))
+        clock.lap("decode")
         if events:
-            self._fold(events)
+            self._fold(events, clock)
         if self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors, []
             # Nothing is committed: the batch replays, and state dedupe keeps the fold exactly-once.
@@ -138,20 +157,25 @@ class Worker:
             )
         self.stats.batches += 1
         self.stats.busy_seconds += time.perf_counter() - t0
+        clock.lap("commit_offsets")
+        self.hooks.on_stages(clock.seconds)
 
-    def _fold(self, events: list[SourcedEvent]) -> None:
+    def _fold(self, events: list[SourcedEvent], clock: StageClock) -> None:
         with self.engine.lock:
-            self._fold_locked(events)
+            clock.lap("lock")  # waiting for a web request that reads the model
+            self._fold_locked(events, clock)
 
-    def _fold_locked(self, events: list[SourcedEvent]) -> None:
+    def _fold_locked(self, events: list[SourcedEvent], clock: StageClock) -> None:
         eng = self.engine
-        result = eng.users.fold(events, collect_examples=len(events) if eng.learner else 0)
+        result = eng.users.fold(events, example_rate=eng.learner.cfg.example_rate if eng.learner else 0.0)
+        clock.absorb("user_stage", result.stage_seconds)
         self.stats.skipped += result.n_skipped
         if result.n_skipped:
             self.hooks.on_skipped(result.n_skipped)
         if result.item_updates is None:
             return
         changed = eng.items.fold(result.item_updates)
+        clock.lap("item_stage")
         produce = self._producer.produce
         rec_topic = self.topics.recommendations
         for rec in result.recommendations:
@@ -159,11 +183,15 @@ class Worker:
         if self.settings.publish_item_vectors:
             self._changed_items.update(changed)
             self._publish_item_vectors()
+        clock.lap("produce")
         self._producer.flush()
+        clock.lap("flush")
         eng.users.commit(result)
+        clock.lap("state_write")
         now = time.time()
         if eng.learner is not None and result.examples is not None:
             eng.learner.learn(result.examples)  # after the batch's recommendations are out
+        clock.lap("learn")
         self.stats.folded += result.n_folded
         self.stats.recommendations += len(result.recommendations)
         self.hooks.on_batch(result.n_folded, result.fold_seconds)

@@ -53,3 +53,20 @@ def test_item_state_round_trip():
 def test_unknown_format_is_an_error():
     with pytest.raises(StateFormatError):
         decode_user(b"\x09rest")
+
+
+def test_format_2_state_is_still_read():
+    # A user state written by the previous format (entry after entry): a restart on the new
+    # version must keep every user's state.
+    raw = bytes.fromhex(
+        "0202040003000000000007000000000000000000000000005940050000000200027631000000000000803f000000400000"
+        "4040003c003c003c003c050000000200000000000000c03f3333f33f01610300000001000000a0410000803f0000803f01"
+        "620000000000000000204101ff04676f6e650000a0410001"
+    )
+    st = decode_user(raw)
+    assert st.memory.tolist() == [0.0, 1.0, 2.0, 3.0] and st.offset == 7 and st.model_version == "v1"
+    assert st.hist_items == ["a", "gone", "b"] and st.hist_times == [100.0, 90.0, 80.0] and st.hist_types == [0, 1, 0]
+    assert st.prof_items == ["a", "b"] and st.prof_last_n == [5, 3] and st.prof_count == [2, 1]
+    assert st.prof_last_t == [100.0, 80.0] and np.allclose(st.prof_acc, [[1.5, 1.9], [1.0, 1.0]])
+    again = decode_user(encode_user(st))  # and is written back in the current format
+    assert again.hist_items == st.hist_items and again.prof_items == st.prof_items and again.hist_times == st.hist_times

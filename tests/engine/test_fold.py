@@ -200,7 +200,7 @@ def test_online_learner_steps_per_examples_in_order_whatever_the_batches(model, 
         learner = OnlineLearner(m, users.items, OnlineConfig(examples_per_step=10, lr=1e-2))
         steps, start = [], 0
         for size in batches:
-            res = users.fold(_events(log, start, start + size), collect_examples=size)
+            res = users.fold(_events(log, start, start + size), example_rate=1.0)
             items.fold(res.item_updates)
             users.commit(res)
             learner.learn(res.examples)
@@ -214,3 +214,23 @@ def test_online_learner_steps_per_examples_in_order_whatever_the_batches(model, 
     assert not torch.equal(small.pair_mlp[0].weight, model.pair_mlp[0].weight)
     # the same four steps on the same examples: only scoring staleness inside a batch differs
     assert torch.allclose(small.pair_mlp[0].weight, large.pair_mlp[0].weight, atol=0.05)
+
+
+def test_sampled_examples_are_the_same_events_whatever_the_batches(model, item_ids, log):
+    import copy
+
+    def examples(batches):
+        users, items, _ = _stages(copy.deepcopy(model), item_ids)
+        got, start = [], 0
+        for size in batches:
+            res = users.fold(_events(log, start, start + size), example_rate=0.3)
+            items.fold(res.item_updates)
+            users.commit(res)
+            if res.examples is not None:
+                got.append(torch.stack([res.examples.targets, res.examples.ctx.hist_ages[:, 0].long()], 1))
+            start += size
+        return torch.cat(got)
+
+    whole = examples([60])
+    assert 6 <= len(whole) <= 30  # about 0.3 of 60
+    assert torch.equal(examples([7, 13, 25, 15]), whole)

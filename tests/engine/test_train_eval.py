@@ -45,7 +45,7 @@ def test_checkpoint_rebuilds_its_model(log, tmp_path):
 def test_evaluation_ranks_every_scored_row_and_beats_popularity(log, online):
     res = train(log, TrainConfig(epochs=3, batch_size=50, dim=16, profile_items=5))
     rr = evaluate_stream(
-        res.model, res.item_ids, log, 400, batch_size=64, online=OnlineConfig(enabled=online, examples_per_step=100)
+        res.model, res.item_ids, log, 400, batch_size=64, online=OnlineConfig(enabled=online, examples_per_step=20)
     )
     assert len(rr.rows) == 200 and all(not np.isnan(r).any() for r in rr.ranks.values())
     assert set(rr.ranks) == {"model", "recency_frequency", "last_item_transitions", "popularity"}
