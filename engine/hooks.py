@@ -63,6 +63,10 @@ class FoldHooks(Protocol):
     def on_catalog(self, n_items: int, n_encoded: int, encode_seconds: float) -> None:
         """The catalogue now holds ``n_items``; ``n_encoded`` texts were encoded in ``encode_seconds``."""
 
+    def on_learning(self, steps: int, loss: float | None, examples_waiting: int) -> None:
+        """After a batch: ``steps`` online-learning updates landed (the last with cross-entropy
+        ``loss``), and ``examples_waiting`` examples are not in a landed update yet."""
+
 
 class NullHooks:
     """Hooks that record nothing."""
@@ -92,4 +96,7 @@ class NullHooks:
         pass
 
     def on_catalog(self, n_items: int, n_encoded: int, encode_seconds: float) -> None:
+        pass
+
+    def on_learning(self, steps: int, loss: float | None, examples_waiting: int) -> None:
         pass

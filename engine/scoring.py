@@ -3,6 +3,8 @@ so the three see exactly the same inputs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -11,20 +13,37 @@ from engine.context import UserContext
 from engine.graph import ItemGraph
 from models.interest import InterestModel
 
-__all__ = ["CONTEXT_ITEMS", "score_items"]
+__all__ = ["CONTEXT_ITEMS", "GraphInputs", "graph_inputs", "score_items"]
 
 CONTEXT_ITEMS = 4  # the user's most recent distinct items whose transitions feed the scorer
 
 
+@dataclass(frozen=True)
+class GraphInputs:
+    """What scoring reads from the item graph for a batch of users, taken at one moment: the
+    transition pairs of :meth:`ItemGraph.transition_pairs` and the popularity ``[N, H]``."""
+
+    transitions: tuple[Tensor, Tensor, Tensor]
+    trending: Tensor
+
+
+def graph_inputs(graph: ItemGraph, ctx: UserContext, n_items: int, device: torch.device) -> GraphInputs:
+    return GraphInputs(
+        graph.transition_pairs(ctx.prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n_items, device),
+        graph.trending(n_items, device),
+    )
+
+
 def score_items(
-    model: InterestModel, graph: ItemGraph, vectors: Tensor, bias: Tensor, mem: Tensor, ctx: UserContext,
+    model: InterestModel, graph: ItemGraph | GraphInputs, vectors: Tensor, bias: Tensor, mem: Tensor, ctx: UserContext,
     content: Tensor | None = None,
     queries: list[Tensor] | None = None,
     sequence_grad: bool = True,
 ) -> Tensor:
     """Scores ``[B, N]`` of the ``N`` items with ``vectors`` ``[N, d]``, ``bias`` ``[N]`` and co-interaction
     vectors ``content`` ``[N, k]`` for users with memories ``mem`` ``[B, d]`` and contexts ``ctx`` (on the
-    same device). With ``queries``, the users' query vectors ``[B, d]`` are appended to it (for the
+    same device), reading the item graph now or, given :class:`GraphInputs`, as it was when those
+    were taken. With ``queries``, the users' query vectors ``[B, d]`` are appended to it (for the
     multi-task head)."""
     n = vectors.shape[0]
     dev = mem.device
@@ -40,12 +59,12 @@ def score_items(
     )
     if queries is not None:
         queries.append(q)
-    transitions = graph.transition_pairs(ctx.prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n, dev)
+    g = graph if isinstance(graph, GraphInputs) else graph_inputs(graph, ctx, n, dev)
     users_content = None
     if content is not None:
         decay = 0.5 ** torch.arange(seq_len, device=dev, dtype=content.dtype)  # [L]
         h = (content[hist.clamp(min=0)] * (valid * decay).unsqueeze(-1)).sum(1)  # [B, k]
         users_content = (F.normalize(h, dim=-1), content)
     return model.scores(
-        q, vectors, bias, ctx.prof_rows, ctx.prof_feats, transitions, graph.trending(n, dev), ctx.gap, users_content
+        q, vectors, bias, ctx.prof_rows, ctx.prof_feats, g.transitions, g.trending, ctx.gap, users_content
     )

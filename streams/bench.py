@@ -243,6 +243,8 @@ def _worker(
     worker.stop()
     thread.join(30)
     out: dict[str, Any] = {"device": str(engine.device), "stage_seconds": stages}
+    if engine.learner is not None:  # learning in the background must keep up, not silently lag
+        out["online"] = {"steps": engine.learner.steps, "examples_waiting": engine.learner.examples_waiting}
     if not noop:
         n_users, n_bytes = 0, 0
         for p in range(settings.partitions):
@@ -483,7 +485,7 @@ def _run_mode(mode: str, opts: BenchOptions, bootstrap: str, ckpt: Path, users: 
         n_latency=len(lat),
         extra={
             "producer_events_per_s": produce_rate,
-            **{k: v for k, v in out.items() if k in ("device", "users_in_state")},
+            **{k: v for k, v in out.items() if k in ("device", "users_in_state", "online")},
             # where the worker's wall time went while it drained the backlog: ms per 1,000 events
             **({"profile_ms_per_1k_events": {
                 k: 1e6 * v / len(users) for k, v in sorted(out["stage_seconds"].items(), key=lambda kv: -kv[1])
@@ -576,6 +578,9 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"\nengine, backlog phase: where a worker's wall time goes ({total:,.0f} ms per 1,000 events)")
         for stage, ms in profile.items():
             print(f"  {stage:<28} {ms:>8.1f} ms  {100 * ms / total:>5.1f}%")
+    online = report.get("engine", {}).get("online")
+    if online:
+        print(f"online learning: {online['steps']:,} updates applied, {online['examples_waiting']:,} examples waiting at the end")
     for t in report.get("topk", []):
         print(f"exact top-{t['k']} of {t['items']:,} items for {t['users']} users (d={t['dim']}, {t['device']}): {1000 * t['median_s']:.1f} ms")
     m = report["machine"]

@@ -36,6 +36,9 @@ METRIC_NAMES = (
     "tide_catalog_items",
     "tide_texts_encoded_total",
     "tide_text_encode_duration_seconds",
+    "tide_online_steps_total",
+    "tide_online_loss",
+    "tide_online_examples_waiting",
 )
 
 
@@ -89,6 +92,17 @@ class Metrics:
             "tide_text_encode_duration_seconds", "Time to encode one batch of changed item texts.",
             buckets=_LATENCY_BUCKETS, registry=registry,
         )
+        self.online_steps = Counter(
+            "tide_online_steps", "Online-learning updates applied to the model.", registry=registry
+        )
+        self.online_loss = Gauge(
+            "tide_online_loss", "Cross-entropy of the last online-learning update's examples.", registry=registry
+        )
+        self.online_waiting = Gauge(
+            "tide_online_examples_waiting",
+            "Online-learning examples not yet in an applied update (grows if learning falls behind).",
+            registry=registry,
+        )
         for t in topics:
             self.events_consumed.labels(t)
             for p in partitions:
@@ -133,6 +147,13 @@ class Metrics:
         if n_encoded:
             self.texts_encoded.inc(n_encoded)
             self.encode_duration.observe(encode_seconds)
+
+    def on_learning(self, steps: int, loss: float | None, examples_waiting: int) -> None:
+        if steps:
+            self.online_steps.inc(steps)
+        if loss is not None:
+            self.online_loss.set(loss)
+        self.online_waiting.set(examples_waiting)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

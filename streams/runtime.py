@@ -47,13 +47,15 @@ class Engine:
     lock: threading.Lock = field(default_factory=threading.Lock)  # the fold vs web reads of the model
 
     def close(self) -> None:
+        if self.learner is not None:
+            self.learner.close()
         self.store.close()
 
 
 def online_config(settings: Settings) -> OnlineConfig:
     return OnlineConfig(
         enabled=settings.online_learning, lr=settings.online_lr, examples_per_step=settings.online_examples_per_step,
-        example_rate=settings.online_example_rate,
+        example_rate=settings.online_example_rate, background=settings.online_background,
     )
 
 

@@ -189,8 +189,10 @@ class Worker:
         eng.users.commit(result)
         clock.lap("state_write")
         now = time.time()
-        if eng.learner is not None and result.examples is not None:
-            eng.learner.learn(result.examples)  # after the batch's recommendations are out
+        if eng.learner is not None:
+            steps = eng.learner.steps
+            loss = eng.learner.learn(result.examples)  # the batch's recommendations are out
+            self.hooks.on_learning(eng.learner.steps - steps, loss, eng.learner.examples_waiting)
         clock.lap("learn")
         self.stats.folded += result.n_folded
         self.stats.recommendations += len(result.recommendations)
@@ -248,6 +250,9 @@ class Worker:
     def _close(self, commit: bool) -> None:
         if self.catalog is not None:
             self.catalog.stop()
+        if self.engine.learner is not None:
+            with self.engine.lock:
+                self.engine.learner.drain()  # the step in flight lands in the model the web reads
         try:
             if self.settings.publish_item_vectors:
                 self._publish_item_vectors(force=True)

@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import torch
 
@@ -214,6 +216,69 @@ def test_online_learner_steps_per_examples_in_order_whatever_the_batches(model, 
     assert not torch.equal(small.pair_mlp[0].weight, model.pair_mlp[0].weight)
     # the same four steps on the same examples: only scoring staleness inside a batch differs
     assert torch.allclose(small.pair_mlp[0].weight, large.pair_mlp[0].weight, atol=0.05)
+
+
+def test_background_learner_lands_the_steps_a_synchronous_one_takes(model, item_ids, log):
+    """A step's gradient is computed on another thread from inputs taken when it fell due; landed
+    before the next batch, the model ends exactly where a synchronous learner leaves it, while the
+    fold in between may change item memories and transitions without touching the step."""
+    import copy
+    import threading
+
+    from engine.online import OnlineConfig, OnlineLearner
+
+    def run(background):
+        m = copy.deepcopy(model)
+        users, items, _ = _stages(m, item_ids)
+        learner = OnlineLearner(m, users.items, OnlineConfig(examples_per_step=9, lr=1e-2, background=background))
+        gate = threading.Event()
+        compute = learner._gradient
+        learner._gradient = lambda inputs: (gate.wait(10), compute(inputs))[1]  # held until the fold is done
+        start, waiting = 0, []
+        for size in (10, 10, 10, 10):
+            res = users.fold(_events(log, start, start + size), example_rate=1.0)
+            items.fold(res.item_updates)
+            users.commit(res)
+            gate.clear()
+            learner.learn(res.examples)
+            waiting.append(learner.examples_waiting)
+            nxt = users.fold(_events(log, start + size, start + size + 5))  # the next batch's fold, read-only here
+            assert nxt.n_folded == 5
+            gate.set()
+            learner.drain()
+            start += size
+        learner.close()
+        return m, learner.steps, waiting
+
+    sync, sync_steps, _ = run(False)
+    bg, bg_steps, waiting = run(True)
+    assert sync_steps == bg_steps == 4  # 40 examples, 9 per step
+    assert waiting == [10, 11, 12, 13]  # 1, 2, 3, 4 collected + the 9 in flight
+    for a, b in zip(sync.parameters(), bg.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_background_learner_waits_rather_than_fall_behind(model, item_ids, log):
+    import copy
+    import threading
+
+    from engine.online import OnlineConfig, OnlineLearner
+
+    m = copy.deepcopy(model)
+    users, _, _ = _stages(m, item_ids)
+    cfg = OnlineConfig(examples_per_step=5, lr=1e-2, background=True, max_steps_behind=2)
+    learner = OnlineLearner(m, users.items, cfg)
+    gate = threading.Event()
+    compute = learner._gradient
+    learner._gradient = lambda inputs: (gate.wait(10), compute(inputs))[1]
+    res = users.fold(_events(log, 0, 30), example_rate=1.0)  # 30 examples: six steps' worth
+    threading.Timer(0.3, gate.set).start()
+    t0 = time.perf_counter()
+    learner.learn(res.examples)
+    assert time.perf_counter() - t0 >= 0.25  # it waited for the held step instead of piling up examples
+    assert learner.steps == 4 and learner.examples_waiting == 10  # one step in flight, 5 collected
+    learner.close()
+    assert learner.steps == 5
 
 
 def test_sampled_examples_are_the_same_events_whatever_the_batches(model, item_ids, log):

@@ -25,6 +25,8 @@ def test_series_exist_at_zero_and_hooks_feed_them():
     m.on_skipped(2)
     m.on_state_bytes("users", 1234)
     m.set_model("v1")
+    m.on_learning(1, 3.5, 120)
+    m.on_learning(0, None, 140)
     v = reg.get_sample_value
     assert v("tide_events_consumed_total", {"topic": "tide.interactions"}) == 5
     assert v("tide_events_folded_total") == 4
@@ -33,6 +35,7 @@ def test_series_exist_at_zero_and_hooks_feed_them():
     assert v("tide_dead_letters_total", {"reason": "other"}) == 1
     assert v("tide_state_bytes", {"store": "users"}) == 1234
     assert v("tide_model_info", {"version": "v1"}) == 1
+    assert (v("tide_online_steps_total"), v("tide_online_loss"), v("tide_online_examples_waiting")) == (1, 3.5, 140)
 
 
 def test_every_exported_name_is_registered():
