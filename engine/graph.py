@@ -20,6 +20,13 @@ __all__ = ["ItemGraph"]
 #: one gather instead of a Python walk over sparse rows (2,048² float32 = 16 MiB).
 DENSE_MAX_ITEMS = 2048
 
+#: A source item keeps the counts of at most twice this many next items: when a row reaches twice
+#: this many, it is cut back to the strongest this many. A hub item (a home page, a viral item) would
+#: otherwise relate every user who just saw it to most of the catalogue, and the pair scorer's cost
+#: and the row's storage would grow with the catalogue. On Wikipedia no row comes near it (the
+#: widest has 122 distinct next items over the whole log).
+TRANSITIONS_PER_ITEM = 128
+
 
 class ItemGraph:
     def __init__(self, n_items: int = 0, trending_horizons: tuple[float, ...] = (1_000.0, 100_000.0)) -> None:
@@ -60,12 +67,19 @@ class ItemGraph:
         has = prev_rows >= 0
         self._window.append(np.stack([prev_rows[has], rows[has]]))
         self.events_since_snapshot += len(rows)
-        changed = []
+        changed, cut = [], set()
         for j, i in zip(prev_rows.tolist(), rows.tolist()):
             if j >= 0:
                 row = self.out[j]
                 row[i] = row.get(i, 0.0) + 1.0
+                if len(row) >= 2 * TRANSITIONS_PER_ITEM:  # keep the strongest (ties: the earliest seen)
+                    self.out[j] = dict(sorted(row.items(), key=lambda kv: -kv[1])[:TRANSITIONS_PER_ITEM])
+                    cut.add(j)
                 changed.append(j)
+        if self._dense is not None:
+            for j in cut:  # the dense row as the cut sparse row
+                self._dense[j] = 0.0
+                self._dense[j, torch.tensor(list(self.out[j]), dtype=torch.long)] = torch.tensor(list(self.out[j].values()))
         return changed
 
     def transition_pairs(self, recent_rows: np.ndarray, n_items: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

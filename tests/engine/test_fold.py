@@ -140,6 +140,25 @@ def test_item_graph_dense_and_sparse_paths_agree():
     assert as_dict(restored.transition_pairs(np.array([[0]]), 4, cpu)) == {k: v for k, v in a.items() if k[0] == 0}
 
 
+def test_a_hub_items_transitions_are_cut_to_the_strongest(monkeypatch):
+    from engine import graph as g
+
+    monkeypatch.setattr(g, "TRANSITIONS_PER_ITEM", 3)
+    # item 0 leads to 1 three times, 2 twice, 3, 4, 5 once, then 6 twice: a row of six is cut to three
+    prev = np.zeros(10, np.int64)
+    rows = np.array([1, 1, 2, 1, 2, 3, 4, 5, 6, 6])
+    dense, sparse = g.ItemGraph(8), g.ItemGraph(8)
+    sparse._dense = None
+    for graph in (dense, sparse):
+        graph.observe(prev, rows)
+    # the sixth next item (6) makes the cut: 1 (3), 2 (2), 3 (1, seen before 4, 5, 6) stay; then 6 again
+    assert dense.out[0] == sparse.out[0] == {1: 3.0, 2: 2.0, 3: 1.0, 6: 1.0}
+    cpu = torch.device("cpu")
+    pairs = dense.transition_pairs(np.array([[0]]), 8, cpu)
+    assert sorted(pairs[1].tolist()) == sorted(dense.out[0])  # the dense matrix was cut with the row
+    assert torch.equal(pairs[2], sparse.transition_pairs(np.array([[0]]), 8, cpu)[2])
+
+
 def test_item_graph_snapshot_edges_are_the_window_undirected():
     from engine.graph import ItemGraph
 
