@@ -78,8 +78,9 @@ class ItemGraph:
                 changed.append(j)
         if self._dense is not None:
             for j in cut:  # the dense row as the cut sparse row
+                row = self.out[j]
                 self._dense[j] = 0.0
-                self._dense[j, torch.tensor(list(self.out[j]), dtype=torch.long)] = torch.tensor(list(self.out[j].values()))
+                self._dense[j, torch.tensor(list(row), dtype=torch.long)] = torch.tensor(list(row.values()))
         return changed
 
     def transition_pairs(self, recent_rows: np.ndarray, n_items: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

@@ -35,7 +35,8 @@ def graph_inputs(graph: ItemGraph, ctx: UserContext, n_items: int, device: torch
 
 
 def score_items(
-    model: InterestModel, graph: ItemGraph | GraphInputs, vectors: Tensor, bias: Tensor, mem: Tensor, ctx: UserContext,
+    model: InterestModel, graph: ItemGraph | GraphInputs, vectors: Tensor, bias: Tensor, mem: Tensor,
+    ctx: UserContext,
     content: Tensor | None = None,
     queries: list[Tensor] | None = None,
     sequence_grad: bool = True,

@@ -96,7 +96,8 @@ class Metrics:
             "tide_online_steps", "Online-learning updates applied to the model.", registry=registry
         )
         self.online_loss = Gauge(
-            "tide_online_loss", "Cross-entropy of the last online-learning update's examples.", registry=registry
+            "tide_online_loss", "Cross-entropy of the last online-learning update's examples.",
+            registry=registry,
         )
         self.online_waiting = Gauge(
             "tide_online_examples_waiting",

@@ -238,9 +238,9 @@ def test_online_learner_steps_per_examples_in_order_whatever_the_batches(model, 
 
 
 def test_background_learner_lands_the_steps_a_synchronous_one_takes(model, item_ids, log):
-    """A step's gradient is computed on another thread from inputs taken when it fell due; landed
-    before the next batch, the model ends exactly where a synchronous learner leaves it, while the
-    fold in between may change item memories and transitions without touching the step."""
+    """A step's gradient is computed on another thread from inputs taken when it fell due: item
+    memories and transitions that move while it runs do not reach it, and landed before the next
+    batch it leaves the model exactly where a synchronous learner does."""
     import copy
     import threading
 
@@ -249,7 +249,8 @@ def test_background_learner_lands_the_steps_a_synchronous_one_takes(model, item_
     def run(background):
         m = copy.deepcopy(model)
         users, items, _ = _stages(m, item_ids)
-        learner = OnlineLearner(m, users.items, OnlineConfig(examples_per_step=9, lr=1e-2, background=background))
+        cfg = OnlineConfig(examples_per_step=9, lr=1e-2, background=background)
+        learner = OnlineLearner(m, users.items, cfg)
         gate = threading.Event()
         compute = learner._gradient
         learner._gradient = lambda inputs: (gate.wait(10), compute(inputs))[1]  # held until the fold is done
@@ -261,8 +262,11 @@ def test_background_learner_lands_the_steps_a_synchronous_one_takes(model, item_
             gate.clear()
             learner.learn(res.examples)
             waiting.append(learner.examples_waiting)
-            nxt = users.fold(_events(log, start + size, start + size + 5))  # the next batch's fold, read-only here
-            assert nxt.n_folded == 5
+            # while the gradient is held, what the item stage does: item memories and transitions move
+            gen = torch.Generator().manual_seed(start)
+            rows = torch.randperm(len(item_ids), generator=gen)[:5]
+            users.items.set_memory(rows, torch.randn(5, m.cfg.dim, generator=gen))
+            users.items.graph.observe(rows[:4].numpy(), rows[1:].numpy())
             gate.set()
             learner.drain()
             start += size

@@ -35,7 +35,8 @@ def test_series_exist_at_zero_and_hooks_feed_them():
     assert v("tide_dead_letters_total", {"reason": "other"}) == 1
     assert v("tide_state_bytes", {"store": "users"}) == 1234
     assert v("tide_model_info", {"version": "v1"}) == 1
-    assert (v("tide_online_steps_total"), v("tide_online_loss"), v("tide_online_examples_waiting")) == (1, 3.5, 140)
+    online = (v("tide_online_steps_total"), v("tide_online_loss"), v("tide_online_examples_waiting"))
+    assert online == (1, 3.5, 140)
 
 
 def test_every_exported_name_is_registered():
