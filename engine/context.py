@@ -20,9 +20,20 @@ from torch import Tensor
 from engine.codec import UserState
 from engine.profile import N_PROFILE_FEATURES, feature_matrix, profile_features, update_profile
 
-__all__ = ["HISTORY", "UserContext", "apply_event", "log_contexts", "user_contexts"]
+__all__ = ["HISTORY", "UserContext", "apply_event", "context_copy", "log_contexts", "user_contexts"]
 
 HISTORY = 16  # the last events kept in order in each user's state
+
+
+def context_copy(st: UserState) -> UserState:
+    """A copy of what :func:`user_contexts` reads of ``st``, unchanged by later events (they replace
+    the profile's inner lists, never write into them)."""
+    return UserState(
+        st.memory, st.summary,
+        hist_items=st.hist_items[:], hist_times=st.hist_times[:], hist_types=st.hist_types[:], n_events=st.n_events,
+        prof_items=st.prof_items[:], prof_last_n=st.prof_last_n[:], prof_count=st.prof_count[:],
+        prof_last_t=st.prof_last_t[:], prof_acc=st.prof_acc[:],
+    )
 
 
 def apply_event(st: UserState, item: str, t: float, event_type: int, max_items: int) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from engine.codec import UserState, decode_user, encode_user
-from engine.context import HISTORY, UserContext, apply_event, user_contexts
+from engine.context import HISTORY, UserContext, apply_event, context_copy, user_contexts
 from engine.explain import explain
 from engine.hooks import StageClock
 from engine.items import ItemTable, ItemUpdates
@@ -178,8 +178,9 @@ class UserStage:
         )
         cell = self.model.memory.user_cell
         user_before = torch.empty(len(ev), self.dim, device=dev)
-        # per round: the events whose user's context just before them is an example, and those contexts
-        ctx_rounds: list[tuple[np.ndarray, UserContext]] = []
+        # the example events, round by round, and a copy of each one's user just before it
+        wanted_rounds: list[np.ndarray] = []
+        before_example: list[UserState] = []
         target_t = np.asarray([target_times[k] for k in fresh], np.float64) if target_times is not None else None
         target_rows = (
             # -1: a target never seen (ranked last); -2: no target (not ranked)
@@ -197,11 +198,9 @@ class UserStage:
             mem[s] = cell(messages[it], before)
             clock.lap("memory")
             wanted = idx[example[idx]]
-            if len(wanted):  # one call per round, before the round's events change the states
-                ctx_rounds.append((wanted, user_contexts(
-                    [user_states[slots[k]] for k in wanted], self.items.rows, self.profile_items, self.seq_len,
-                    now=ts[wanted],
-                )))
+            if len(wanted):  # before the round's events change the states; contexts once per batch
+                wanted_rounds.append(wanted)
+                before_example.extend(context_copy(user_states[slots[k]]) for k in wanted)
                 clock.lap("examples")
             for k in idx.tolist():
                 e = ev[k].event
@@ -261,13 +260,17 @@ class UserStage:
 
         clock.lap("emit")
         examples = None
-        if ctx_rounds:
-            order = np.concatenate([k for k, _ in ctx_rounds])
-            in_event_order = torch.from_numpy(np.argsort(order, kind="stable"))
-            sel = np.sort(order)
+        if wanted_rounds:
+            order = np.concatenate(wanted_rounds)
+            in_event_order = np.argsort(order, kind="stable")
+            sel = order[in_event_order]
+            ctx_ex = user_contexts(
+                [before_example[j] for j in in_event_order], self.items.rows, self.profile_items, self.seq_len,
+                now=ts[sel],
+            )
             examples = Examples(
                 user_mem=user_before[torch.from_numpy(sel).to(dev)],
-                ctx=UserContext.cat([c for _, c in ctx_rounds])[in_event_order].to(dev),
+                ctx=ctx_ex.to(dev),
                 targets=torch.from_numpy(item_rows[sel]).to(dev),
             )
         updates = ItemUpdates(
