@@ -42,9 +42,9 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
     hist = hist.to(dev)
     valid = hist >= 0
     content = table.content()  # co-interaction space: "like" means used by the same people, when known
-    vec = F.normalize(content if content is not None else table.vectors(), dim=-1)
-    rec_v = vec[top_rows]  # [B, k, d]
-    hist_v = vec[hist.clamp(min=0)] * valid.unsqueeze(-1)  # [B, L, d]
+    vec = content if content is not None else table.vectors()  # normalised below, only the rows read
+    rec_v = F.normalize(vec[top_rows], dim=-1)  # [B, k, d]
+    hist_v = F.normalize(vec[hist.clamp(min=0)], dim=-1) * valid.unsqueeze(-1)  # [B, L, d]
     sim = torch.einsum("bkd,bld->bkl", rec_v, hist_v).masked_fill(~valid.unsqueeze(1), -2.0)
     same = top_rows.unsqueeze(-1) == hist.unsqueeze(1)  # [B, k, L]: a repeat
     ago = torch.where(same, torch.arange(hist.shape[1], device=dev), hist.shape[1]).min(-1).values  # [B, k]

@@ -36,6 +36,7 @@ class ItemGraph:
         self.trend = np.zeros((n_items, len(trending_horizons)))
         self._dense: Tensor | None = torch.zeros(n_items, n_items) if n_items <= DENSE_MAX_ITEMS else None
         self._window: list[np.ndarray] = []  # transitions since the last snapshot, [2, n] per batch
+        self._trending: tuple[tuple[int, torch.device], Tensor] | None = None
         self.events_since_snapshot = 0
 
     def grow(self, n_items: int) -> None:
@@ -55,6 +56,7 @@ class ItemGraph:
         """Fold a batch of events (item rows, and each user's previous item row or -1), in order.
         Returns the source rows whose transition row changed."""
         self.grow(int(rows.max()) + 1 if len(rows) else 0)
+        self._trending = None
         self.trend *= self._decay[None, :] ** len(rows)
         # within the batch, later events decay earlier ones by the events between them
         ages = len(rows) - 1 - np.arange(len(rows))
@@ -135,9 +137,13 @@ class ItemGraph:
         )
 
     def trending(self, n_items: int, device: torch.device) -> Tensor:
-        """``[N, H]`` log(1 + decayed count) at each horizon."""
+        """``[N, H]`` log(1 + decayed count) at each horizon (computed once between two batches: the
+        scorer and the reasons both read it)."""
         self.grow(n_items)
-        return torch.from_numpy(np.log1p(self.trend[:n_items])).float().to(device)
+        key = (n_items, device)
+        if self._trending is None or self._trending[0] != key:
+            self._trending = (key, torch.from_numpy(np.log1p(self.trend[:n_items])).float().to(device))
+        return self._trending[1]
 
     # Persistence of one transition row: u32 n, then n × (u32 target row, f32 count); rows are item
     # rows of the owning table, so the item stage stores them keyed by item id and maps on restore.
