@@ -174,16 +174,19 @@ class Worker:
             self.hooks.on_skipped(result.n_skipped)
         if result.item_updates is None:
             return
-        changed = eng.items.fold(result.item_updates)
-        clock.lap("item_stage")
+        # The recommendations go out first: the broker's acknowledgement then arrives while the item
+        # stage runs, instead of after it.
         produce = self._producer.produce
         rec_topic = self.topics.recommendations
         for rec in result.recommendations:
             produce(rec_topic, rec.to_json(), rec.user_id.encode("utf-8"), on_delivery=self._on_delivery)
+        clock.lap("produce")
+        changed = eng.items.fold(result.item_updates)
+        clock.lap("item_stage")
         if self.settings.publish_item_vectors:
             self._changed_items.update(changed)
             self._publish_item_vectors()
-        clock.lap("produce")
+            clock.lap("produce")
         self._producer.flush()
         clock.lap("flush")
         eng.users.commit(result)
