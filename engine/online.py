@@ -139,11 +139,14 @@ class OnlineLearner:
         ctx.prof_feats = ctx.prof_feats * known.unsqueeze(-1)
         ctx.hist_rows = torch.where(ctx.hist_rows < n_model, ctx.hist_rows, torch.full_like(ctx.hist_rows, -1))
         content = table.content()  # replaced, never written in place, when counts move
+        memory = table.memory[:n_model]
+        if self._pool is not None:  # the item stage writes memories in place while the gradient runs
+            memory = memory.clone()
         return _StepInputs(
             user_mem=ex.user_mem[ok],
             ctx=ctx,
             targets=ex.targets[ok],
-            memory=table.memory[:n_model].clone(),  # the item stage writes memories in place
+            memory=memory,
             graph_state=table.graph_state[:n_model],  # replaced, never written in place
             content=content[:n_model] if content is not None else None,
             graph=graph_inputs(table.graph, ctx, n_model, ex.user_mem.device),

@@ -1,9 +1,10 @@
 """The hot path: a confluent-kafka consume → decode → fold → produce loop around the engine.
 
-Per micro-batch (whatever has arrived, up to ``batch_max_events`` records: see :func:`next_batch`): decode and validate
-every record (invalid ones go to the DLQ with the reason), fold the valid ones through the user and
-item stages, produce one recommendation per user (and the changed item vectors), wait for the
-broker's acknowledgement, write user state, then commit the input offsets. A crash at any point
+Per micro-batch (whatever has arrived, up to ``batch_max_events`` records: see :func:`next_batch`):
+decode and validate every record (invalid ones go to the DLQ with the reason), fold the valid ones
+through the user stage, produce one recommendation per user, run the item stage (and produce the
+changed item vectors) while the broker acknowledges them, wait for the acknowledgement, write user
+state, then commit the input offsets. A crash at any point
 replays uncommitted input; the per-user last-applied offset in state and the item stage's
 watermarks keep every event folded exactly once, and recommendations are delivered at least once.
 """
