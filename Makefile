@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Prebuilt torch-scatter / torch-sparse wheels when the folder is there; otherwise pip builds them from source.
 FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS),)
 
-.PHONY: demo test install clean
+.PHONY: demo test fuzz install clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The long fuzz of the wire format: EXAMPLES batches of drawn records through the real broker and
+# 20 × EXAMPLES drawn records through each decoder test (the suite draws 5 and 300).
+EXAMPLES ?= 150
+fuzz: install
+	TIDE_FUZZ_EXAMPLES=$(EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider --timeout 3600 -s tests/integration/test_fuzz.py tests/schemas/test_decode_fuzz.py
 
 clean:
 	rm -rf $(VENV) .tide

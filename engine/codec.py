@@ -1,24 +1,29 @@
 """Compact binary encodings of user and item state (never JSON), each led by a format version byte.
 
-User state, format 3 (little endian), column after column so that decoding is a few ``frombuffer``
+User state, format 4 (little endian), column after column so that decoding is a few ``frombuffer``
 calls rather than a loop over entries::
 
     u8 version | u8 n_decays | u16 dim | u16 n_hist | i32 partition | i64 offset | f64 last_t
     | u32 n_events | u16 n_profile
     | u8 len + model version (utf-8)
-    | f32[dim] memory | f16[dim] slow summary
+    | f32[dim] memory
     | profile (n = n_profile, most recently used first):
-      u32[n] event number of last use | u16[n] count | f32[n] last use as seconds before last_t
+      u16[n] events since the last use (saturating) | u16[n] count | f64[n] time of the last use
       | f32[n × n_decays] accumulators | u8[n] id lengths | the ids (utf-8), back to back
     | history (h = n_hist, most recent first):
-      f32[h] seconds before last_t | u8[h] event type | u8[h] profile index (255: not in the
-      profile, its id follows the history columns as u8 len + id)
+      f64[h] event time | u8[h] event type | u8[h] profile index (255: not in the profile, its id
+      follows the history columns as u8 len + id)
 
-Format 2 (the same fields, entry after entry) is still read. The profile (engine/profile.py) holds
-the distinct items the user used recently.
+Times are the events' own float64 seconds and round-trip exactly (a float32 is 128 s coarse at epoch
+seconds). The events since an entry's last use saturate at 65,535: every profile decay (engine/profile.py)
+has reached exactly 0.0 long before, so the saturated value scores and updates the same. Formats 3 (times
+as float32 seconds before ``last_t``, the event number of the last use as u32, a float16 interest
+summary) and 2 (the same, entry after entry) are still read. The profile holds the distinct items
+the user used recently.
 
 The history ring stores item ids, not in-process row numbers, so state stays valid when its
-partition moves to another worker.
+partition moves to another worker. ``last_t`` sits at a fixed offset (:func:`user_last_t`), so an
+expiry sweep reads it without decoding the rest.
 """
 
 from __future__ import annotations
@@ -30,15 +35,18 @@ import numpy as np
 
 __all__ = [
     "ItemState", "StateFormatError", "UserState", "decode_catalog_entry", "decode_item", "decode_user",
-    "encode_catalog_entry", "encode_item", "encode_user",
+    "encode_catalog_entry", "encode_item", "encode_user", "user_last_t",
 ]
 
-USER_FORMAT = 3
+USER_FORMAT = 4
 ITEM_FORMAT = 1
 _USER_HEAD = struct.Struct("<BBHHiqdIH")
+_LAST_T = struct.Struct("<d")
+_LAST_T_AT = 18  # offset of last_t in the header of every user format
 _HIST = struct.Struct("<fBB")
 _PROF = struct.Struct("<IHf")
 _ITEM_HEAD = struct.Struct("<BHdq")
+_AGO_MAX = 65_535
 
 
 class StateFormatError(ValueError):
@@ -48,7 +56,6 @@ class StateFormatError(ValueError):
 @dataclass
 class UserState:
     memory: np.ndarray  # [d] float32
-    summary: np.ndarray  # [d] float32, slow-moving interest for drift detection
     last_t: float = float("nan")
     partition: int = -1
     offset: int = -1  # last applied input offset on ``partition``
@@ -65,7 +72,7 @@ class UserState:
 
     @classmethod
     def empty(cls, dim: int) -> UserState:
-        return cls(np.zeros(dim, np.float32), np.zeros(dim, np.float32))
+        return cls(np.zeros(dim, np.float32))
 
 
 def _short(s: str) -> bytes:
@@ -78,13 +85,13 @@ def _short(s: str) -> bytes:
 def encode_user(s: UserState) -> bytes:
     dim = s.memory.shape[0]
     n_decays = len(s.prof_acc[0]) if s.prof_acc else 0
-    ref = s.last_t  # times are stored as seconds before the user's last event
     m = len(s.prof_items)
     ids = [i.encode("utf-8") for i in s.prof_items]
     if any(len(i) > 255 for i in ids):
         raise StateFormatError(f"id longer than 255 bytes: {max(ids, key=len)[:40]!r}…")
     where = {item: k for k, item in enumerate(s.prof_items[:255])}
     hist_k = [where.get(item, 255) for item in s.hist_items]
+    n = s.n_events
     return b"".join([
         _USER_HEAD.pack(
             USER_FORMAT, n_decays, dim, len(s.hist_items), s.partition, s.offset, s.last_t, s.n_events,
@@ -92,21 +99,29 @@ def encode_user(s: UserState) -> bytes:
         ),
         _short(s.model_version),
         np.ascontiguousarray(s.memory, dtype="<f4").tobytes(),
-        np.ascontiguousarray(s.summary, dtype="<f2").tobytes(),
-        struct.pack(f"<{m}I{m}H{m}f{m * n_decays}f", *s.prof_last_n, *(min(c, 65535) for c in s.prof_count),
-                    *(ref - t for t in s.prof_last_t), *(a for acc in s.prof_acc for a in acc)),
+        struct.pack(f"<{m}H{m}H{m}d{m * n_decays}f", *(min(n - k, _AGO_MAX) for k in s.prof_last_n),
+                    *(min(c, 65535) for c in s.prof_count), *s.prof_last_t,
+                    *(a for acc in s.prof_acc for a in acc)),
         bytes(len(i) for i in ids),
         *ids,
-        struct.pack(f"<{len(s.hist_times)}f", *(ref - t for t in s.hist_times)),
+        struct.pack(f"<{len(s.hist_times)}d", *s.hist_times),
         bytes(s.hist_types),
         bytes(hist_k),
         *(_short(item) for item, k in zip(s.hist_items, hist_k) if k == 255),
     ])
 
 
-def decode_user(b: bytes) -> UserState:
-    if not b or b[0] not in (2, USER_FORMAT):
+def user_last_t(b: bytes) -> float:
+    """The time of the user's last event, read from an encoded state without decoding the rest."""
+    if not b or b[0] not in (2, 3, USER_FORMAT):
         raise StateFormatError(f"unknown user state format {b[:1]!r}")
+    return float(_LAST_T.unpack_from(b, _LAST_T_AT)[0])
+
+
+def decode_user(b: bytes) -> UserState:
+    if not b or b[0] not in (2, 3, USER_FORMAT):
+        raise StateFormatError(f"unknown user state format {b[:1]!r}")
+    version = b[0]
     _, n_decays, dim, n_hist, partition, offset, last_t, n_events, n_prof = _USER_HEAD.unpack_from(b, 0)
     pos = _USER_HEAD.size
     n = b[pos]
@@ -114,19 +129,24 @@ def decode_user(b: bytes) -> UserState:
     pos += 1 + n
     memory = np.frombuffer(b, "<f4", dim, pos).copy()
     pos += 4 * dim
-    summary = np.frombuffer(b, "<f2", dim, pos).astype(np.float32)
-    pos += 2 * dim
-    st = UserState(memory, summary, last_t, partition, offset, model_version, n_events=n_events)
-    if b[0] == 2:
+    if version < 4:
+        pos += 2 * dim  # the float16 interest summary, no longer kept
+    st = UserState(memory, last_t, partition, offset, model_version, n_events=n_events)
+    if version == 2:
         _decode_entries_v2(b, pos, st, n_decays, n_prof, n_hist)
         return st
     m = n_prof
-    st.prof_last_n = np.frombuffer(b, "<u4", m, pos).tolist()
-    pos += 4 * m
+    if version == USER_FORMAT:
+        st.prof_last_n = (n_events - np.frombuffer(b, "<u2", m, pos).astype(np.int64)).tolist()
+        pos += 2 * m
+    else:
+        st.prof_last_n = np.frombuffer(b, "<u4", m, pos).tolist()
+        pos += 4 * m
     st.prof_count = np.frombuffer(b, "<u2", m, pos).tolist()
     pos += 2 * m
-    st.prof_last_t = (last_t - np.frombuffer(b, "<f4", m, pos).astype(np.float64)).tolist()
-    pos += 4 * m
+    t_size = 8 if version == USER_FORMAT else 4
+    st.prof_last_t = _times(b, m, pos, last_t, t_size)
+    pos += t_size * m
     st.prof_acc = np.frombuffer(b, "<f4", m * n_decays, pos).reshape(m, n_decays).tolist()
     pos += 4 * m * n_decays
     lengths = b[pos : pos + m]
@@ -136,8 +156,8 @@ def decode_user(b: bytes) -> UserState:
         ids.append(b[pos : pos + ln].decode("utf-8"))
         pos += ln
     h = n_hist
-    st.hist_times = (last_t - np.frombuffer(b, "<f4", h, pos).astype(np.float64)).tolist()
-    pos += 4 * h
+    st.hist_times = _times(b, h, pos, last_t, t_size)
+    pos += t_size * h
     st.hist_types = list(b[pos : pos + h])
     pos += h
     hist_k = b[pos : pos + h]
@@ -150,6 +170,13 @@ def decode_user(b: bytes) -> UserState:
         else:
             st.hist_items.append(ids[k])
     return st
+
+
+def _times(b: bytes, n: int, pos: int, last_t: float, size: int) -> list[float]:
+    """``n`` times at ``pos``: float64 times (format 4) or float32 seconds before ``last_t`` (3)."""
+    if size == 8:
+        return np.frombuffer(b, "<f8", n, pos).tolist()
+    return (last_t - np.frombuffer(b, "<f4", n, pos).astype(np.float64)).tolist()
 
 
 def _decode_entries_v2(b: bytes, pos: int, st: UserState, n_decays: int, n_prof: int, n_hist: int) -> None:
@@ -207,7 +234,9 @@ CATALOG_FORMAT = 1
 _CAT_HEAD = struct.Struct("<B8sH")
 
 
-def encode_catalog_entry(title: str, attributes: tuple[str, ...], digest: bytes, text_vec: np.ndarray | None) -> bytes:
+def encode_catalog_entry(
+    title: str, attributes: tuple[str, ...], digest: bytes, text_vec: np.ndarray | None
+) -> bytes:
     vec = b"" if text_vec is None else np.ascontiguousarray(text_vec, dtype="<f2").tobytes()
     def text(s: str) -> bytes:
         b = s.encode("utf-8")[:65535]

@@ -29,7 +29,7 @@ def context_copy(st: UserState) -> UserState:
     """A copy of what :func:`user_contexts` reads of ``st``, unchanged by later events (they replace
     the profile's inner lists, never write into them)."""
     return UserState(
-        st.memory, st.summary,
+        st.memory,
         hist_items=st.hist_items[:], hist_times=st.hist_times[:], hist_types=st.hist_types[:], n_events=st.n_events,
         prof_items=st.prof_items[:], prof_last_n=st.prof_last_n[:], prof_count=st.prof_count[:],
         prof_last_t=st.prof_last_t[:], prof_acc=st.prof_acc[:],

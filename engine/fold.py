@@ -26,7 +26,7 @@ from engine.codec import UserState, decode_user, encode_user
 from engine.context import HISTORY, UserContext, apply_event, context_copy, user_contexts
 from engine.explain import explain
 from engine.hooks import StageClock
-from engine.items import ItemTable, ItemUpdates
+from engine.items import ItemStage, ItemTable, ItemUpdates
 from engine.online import Examples
 from engine.rounds import occurrence_rounds, previous_occurrence
 from engine.scoring import score_items
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 #: user–item scores held at once when ranking the whole catalogue (64M float32 = 256 MiB): a batch's
 #: users are scored in chunks of SCORE_BUDGET // catalogue size.
 SCORE_BUDGET = 64 * 2**20
-SUMMARY_RATE = 0.02  # slow interest summary: an exponential average over roughly the last 50 events
 
 
 def is_example(user_id: str, n: int, rate: float) -> bool:
@@ -158,6 +157,10 @@ class UserStage:
         prev = previous_occurrence(slots)
         within = prev >= 0
         state_t = np.array([st.last_t for st in user_states])[slots]
+        # A user's time never goes back: an event older than the user's last one is folded at that
+        # time (gap 0), so out-of-order input cannot make ages or gaps negative.
+        for idx in rounds:
+            ts[idx] = np.fmax(ts[idx], np.where(within[idx], ts[prev[idx]], state_t[idx]))
         dt = ts - np.where(within, ts[prev], state_t)
         dt[np.isnan(dt)] = 0.0  # a user's first event ever
         state_row = np.full(len(keys), -1, np.int64)  # each user's last item before this batch
@@ -173,7 +176,7 @@ class UserStage:
         )
         # The cells' inputs for the whole batch in one call; only the cells run round by round.
         messages = self.model.memory.message(
-            self.items.vectors()[torch.from_numpy(item_rows).to(dev)], torch.from_numpy(dt).float().to(dev),
+            self.items.vectors_of(torch.from_numpy(item_rows).to(dev)), torch.from_numpy(dt).float().to(dev),
             torch.from_numpy(etypes).to(dev), torch.from_numpy(weights).to(dev),
         )
         cell = self.model.memory.user_cell
@@ -203,8 +206,9 @@ class UserStage:
                 before_example.extend(context_copy(user_states[slots[k]]) for k in wanted)
                 clock.lap("examples")
             for k in idx.tolist():
-                e = ev[k].event
-                apply_event(user_states[slots[k]], e.item_id, e.timestamp, int(etypes[k]), self.profile_items)
+                apply_event(
+                    user_states[slots[k]], ev[k].event.item_id, ts[k], int(etypes[k]), self.profile_items
+                )
             clock.lap("memory")
             if target_rows is not None and ranks is not None:
                 tr = target_rows[it]
@@ -225,9 +229,11 @@ class UserStage:
         top_scores_l = top_scores.cpu().tolist()
         top_rows_l = top_rows.cpu().tolist()
         clock.lap("score")
-        last_event_of = {}
-        for k, e in enumerate(ev):
-            last_event_of[slots[k]] = e
+        first_of: dict[int, int] = {}  # slot → index of the user's first and last event in the batch
+        last_of: dict[int, int] = {}
+        for k, slot in enumerate(slots.tolist()):
+            first_of.setdefault(slot, k)
+            last_of[slot] = k
         now = time.time()
         reasons = explain(self.items, ctx.hist_rows, top_rows)
         clock.lap("explain")
@@ -237,7 +243,8 @@ class UserStage:
         writes: dict[str, _Batch] = {}
         for s, (p, u) in enumerate(keys):
             st = states[(p, u)]
-            src = last_event_of[s]
+            last = last_of[s]
+            src = ev[last]
             ids = [self.items.ids[r] for r in top_rows_l[s]]
             recs.append(
                 Recommendation(
@@ -246,14 +253,15 @@ class UserStage:
                         ScoredItem(i, sc, why, strength) for i, sc, (why, strength) in zip(ids, top_scores_l[s], reasons[s])
                     ),
                     model_version=self.model_version,
-                    source=SourceRef(self.input_topic, p, src.offset, src.event.timestamp),
+                    source=SourceRef(
+                        self.input_topic, p, src.offset, src.event.timestamp, ev[first_of[s]].offset
+                    ),
                     emitted_at=now,
                 )
             )
             arrivals.append(src.arrival)
             st.memory = mem_np[s]
-            st.summary = (1 - SUMMARY_RATE) * st.summary + SUMMARY_RATE * mem_np[s]
-            st.last_t = src.event.timestamp
+            st.last_t = float(ts[last])
             st.partition, st.offset = p, src.offset
             st.model_version = self.model_version
             writes.setdefault(user_partition_name(p), new_transaction()).put(u.encode("utf-8"), encode_user(st))
@@ -335,7 +343,8 @@ class UserStage:
         """Scores ``[N]`` for a user with no state yet."""
         return self._scores(torch.zeros(1, self.dim, device=self.items.device), [UserState.empty(self.dim)])[0]
 
-    def commit(self, result: FoldResult) -> None:
-        """Write the batch's user state (one atomic write per partition)."""
-        for name, tx in result.writes.items():
-            self.store.partition(name).write(tx)
+    def commit(self, result: FoldResult, items: ItemStage | None = None) -> None:
+        """Write the batch's user state and, with ``items``, the item state its item-stage fold
+        changed, in one atomic write."""
+        txs = [(self.store.partition(name), tx) for name, tx in result.writes.items()]
+        self.store.write_many(txs + (items.take_writes() if items is not None else []))

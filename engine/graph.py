@@ -29,12 +29,20 @@ TRANSITIONS_PER_ITEM = 128
 
 
 class ItemGraph:
-    def __init__(self, n_items: int = 0, trending_horizons: tuple[float, ...] = (1_000.0, 100_000.0)) -> None:
-        """``trending_horizons``: popularity half-lives in events (the model's config chooses them)."""
+    def __init__(
+        self,
+        n_items: int = 0,
+        trending_horizons: tuple[float, ...] = (1_000.0, 100_000.0),
+        snapshots: bool = True,
+    ) -> None:
+        """``trending_horizons``: popularity half-lives in events (the model's config chooses them);
+        ``snapshots``: keep the transitions since the last snapshot for :meth:`snapshot_edges` (off
+        when no snapshot model reads them, so a long-running worker does not keep every transition)."""
         self.out: dict[int, dict[int, float]] = defaultdict(dict)  # j → {i: count of j → i}
         self._decay = np.array([0.5 ** (1.0 / h) for h in trending_horizons])
         self.trend = np.zeros((n_items, len(trending_horizons)))
         self._dense: Tensor | None = torch.zeros(n_items, n_items) if n_items <= DENSE_MAX_ITEMS else None
+        self._snapshots = snapshots
         self._window: list[np.ndarray] = []  # transitions since the last snapshot, [2, n] per batch
         self._trending: tuple[tuple[int, torch.device], Tensor] | None = None
         self.events_since_snapshot = 0
@@ -67,7 +75,8 @@ class ItemGraph:
                 (torch.from_numpy(prev_rows[has]), torch.from_numpy(rows[has])), torch.ones(int(has.sum())), accumulate=True
             )
         has = prev_rows >= 0
-        self._window.append(np.stack([prev_rows[has], rows[has]]))
+        if self._snapshots:
+            self._window.append(np.stack([prev_rows[has], rows[has]]))
         self.events_since_snapshot += len(rows)
         changed, cut = [], set()
         for j, i in zip(prev_rows.tolist(), rows.tolist()):

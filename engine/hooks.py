@@ -57,6 +57,9 @@ class FoldHooks(Protocol):
     def on_state_bytes(self, store: str, n_bytes: int) -> None:
         """Approximate bytes held by a state store (``users`` or ``items``)."""
 
+    def on_state_memory(self, kind: str, n_bytes: int) -> None:
+        """Memory the state store holds, by kind (``block_cache``, ``memtables``)."""
+
     def on_lag(self, topic: str, partition: int, lag: int) -> None:
         """Consumer lag in messages for one assigned partition."""
 
@@ -66,6 +69,18 @@ class FoldHooks(Protocol):
     def on_learning(self, steps: int, loss: float | None, examples_waiting: int) -> None:
         """After a batch: ``steps`` online-learning updates landed (the last with cross-entropy
         ``loss``), and ``examples_waiting`` examples are not in a landed update yet."""
+
+    def on_online_error(self) -> None:
+        """An online-learning step failed or had a non-finite loss, and was dropped."""
+
+    def on_kafka_error(self, kind: str) -> None:
+        """A Kafka client reported an error or a probe of the cluster failed (``kind``: a short label)."""
+
+    def on_broker(self, reachable: bool) -> None:
+        """The cluster became reachable or unreachable."""
+
+    def on_users_removed(self, reason: str, n: int) -> None:
+        """``n`` users' state was removed (``reason``: ``expired`` or ``deleted``)."""
 
 
 class NullHooks:
@@ -92,6 +107,9 @@ class NullHooks:
     def on_state_bytes(self, store: str, n_bytes: int) -> None:
         pass
 
+    def on_state_memory(self, kind: str, n_bytes: int) -> None:
+        pass
+
     def on_lag(self, topic: str, partition: int, lag: int) -> None:
         pass
 
@@ -99,4 +117,16 @@ class NullHooks:
         pass
 
     def on_learning(self, steps: int, loss: float | None, examples_waiting: int) -> None:
+        pass
+
+    def on_online_error(self) -> None:
+        pass
+
+    def on_kafka_error(self, kind: str) -> None:
+        pass
+
+    def on_broker(self, reachable: bool) -> None:
+        pass
+
+    def on_users_removed(self, reason: str, n: int) -> None:
         pass

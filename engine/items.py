@@ -2,10 +2,11 @@
 user side of each interaction into item memories.
 
 The user stage reads ``ItemTable.vectors()`` and forwards :class:`ItemUpdates`; the item stage
-applies them and persists item state with a per-source-partition watermark in the same write, so an
-update is never applied twice. In a multi-worker deployment the item stage is its own consumer of
-``tide.item-updates`` and workers refresh their table from ``tide.item-vectors``; here both stages
-may also run in one process, joined by a direct call.
+applies them and hands over the item state to persist, with a per-source-partition watermark, for
+the same atomic write as the users' state of those events, so an update is never applied twice and
+a crash never leaves items ahead of users. In a multi-worker deployment the item stage is its own
+consumer of ``tide.item-updates`` and workers refresh their table from ``tide.item-vectors``; here
+both stages may also run in one process, joined by a direct call.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from engine.catalog import Catalog, knowledge_vectors
 from engine.codec import ItemState, decode_item, encode_item
 from engine.graph import ItemGraph
 from engine.rounds import occurrence_rounds, previous_occurrence
-from engine.state import PartitionStore, new_transaction
+from engine.state import PartitionStore, _Batch, new_transaction
 from models.interest import InterestModel
 
 __all__ = ["ItemStage", "ItemTable", "ItemUpdates"]
@@ -67,7 +68,7 @@ class ItemTable:
         self._graph_state = torch.zeros(n, d, device=device)  # item-graph snapshot model states
         self.last_t = np.full(n, np.nan)
         self.count = np.zeros(n, np.int64)
-        self.graph = ItemGraph(n, model.cfg.trending_horizons)
+        self.graph = ItemGraph(n, model.cfg.trending_horizons, snapshots=model.cfg.use_graph_snapshots)
         self._vectors: Tensor | None = None
 
     def __len__(self) -> int:
@@ -176,6 +177,14 @@ class ItemTable:
                 self._vectors = self.model.item_vectors(self._static, self._memory, self._graph_state)
         return self._vectors
 
+    def vectors_of(self, rows: Tensor) -> Tensor:
+        """Item vectors ``[B, d]`` of ``rows`` ``[B]``, computed for exactly these rows from their current
+        parts: the values of :meth:`vectors`, but independent of which rows the cache last recomputed
+        (a matrix product's last bits depend on its shape), so state folded from them is the same
+        whether or not the worker restarted in between."""
+        with torch.no_grad():
+            return self.model.item_vectors(self._static[rows], self._memory[rows], self._graph_state[rows])
+
     def content(self) -> Tensor | None:
         """Co-interaction vectors ``[N, k]`` for scoring (an item's own, handed over from its catalogue
         knowledge), or None when the model has no co-interaction term."""
@@ -261,6 +270,7 @@ class ItemStage:
         self.table = table
         self.store = store
         self.watermarks: dict[int, int] = {}
+        self._pending: _Batch | None = None  # item state changed by folds, not yet written
         if store is not None:
             self._restore(store)
 
@@ -322,7 +332,9 @@ class ItemStage:
         for idx in occurrence_rounds(rows):
             s = torch.from_numpy(slot[idx]).to(dev)
             work[s] = cell(messages[torch.from_numpy(idx).to(dev)], work[s])
-            table.last_t[rows[idx]] = ts[idx]
+        # What the batch changes, applied once everything is computed, so that a failure above leaves
+        # the table as it was.
+        np.fmax.at(table.last_t, rows, ts)  # an item's time never goes back
         np.add.at(table.count, rows, 1)  # before the vectors are recomputed: the count sets the knowledge handover
         table.set_memory(uniq_t, work)
         for p, o in zip(up.partitions[keep], up.offsets[keep]):
@@ -334,8 +346,21 @@ class ItemStage:
         snapshot = cfg.use_graph_snapshots and table.graph.events_since_snapshot >= cfg.snapshot_every
         if snapshot:
             table.take_snapshot()
-        self._persist(changed, sorted(set(transitions_changed)), snapshot)
+        self._stage_writes(changed, sorted(set(transitions_changed)), snapshot)
         return changed
+
+    def take_writes(self) -> list[tuple[PartitionStore, _Batch]]:
+        """The item state the folds since the last call changed, as (store, transaction) to write in
+        the same atomic write as the users' state of the same events (``UserStage.commit``)."""
+        if self.store is None or self._pending is None:
+            return []
+        tx, self._pending = self._pending, None
+        return [(self.store, tx)]
+
+    def commit(self) -> None:
+        """Write what :meth:`take_writes` would return, on its own."""
+        for store, tx in self.take_writes():
+            store.write(tx)
 
     def _encode_graph_state(self) -> bytes:
         table = self.table
@@ -362,12 +387,12 @@ class ItemStage:
             state[torch.tensor(rows, device=table.device)] = torch.from_numpy(np.stack(vecs)).to(table.device)
         table.set_graph_state(state)
 
-    def _persist(self, rows: list[int], transition_rows: list[int], snapshot: bool = False) -> None:
+    def _stage_writes(self, rows: list[int], transition_rows: list[int], snapshot: bool = False) -> None:
         if self.store is None:
             return
         table = self.table
         mem = table.memory[torch.tensor(rows, device=table.device)].cpu().numpy()
-        tx = new_transaction()
+        tx = self._pending = self._pending or new_transaction()
         for k, r in enumerate(rows):
             tx.put(_ITEM + table.ids[r].encode("utf-8"), encode_item(ItemState(mem[k], table.last_t[r], int(table.count[r]))))
         for j in transition_rows:
@@ -376,4 +401,3 @@ class ItemStage:
             tx.put(_GRAPH_STATE, self._encode_graph_state())
         for p, o in self.watermarks.items():
             tx.put(_WATERMARK + str(p).encode(), struct.pack("<q", o))
-        self.store.write(tx)

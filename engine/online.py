@@ -9,6 +9,8 @@ query, pair-feature, popularity and item parameters are.
 
 from __future__ import annotations
 
+import logging
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from models.interest import InterestModel
 
 __all__ = ["Examples", "OnlineConfig", "OnlineLearner"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,6 +82,7 @@ class OnlineLearner:
         self._params = [p for n, p in model.named_parameters() if not n.startswith(frozen)]
         self.opt = torch.optim.Adam(self._params, lr=cfg.lr)
         self.steps = 0
+        self.dropped = 0  # steps not applied: the gradient failed, or its loss or gradient was not finite
         self._pending: list[Examples] = []
         self._n_pending = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tide-learn") if cfg.background else None
@@ -105,6 +110,11 @@ class OnlineLearner:
             else:
                 self._inflight = self._pool.submit(self._gradient, step_inputs)
         return loss
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a step's gradient is being computed on the learner's thread."""
+        return self._inflight is not None
 
     @property
     def examples_waiting(self) -> int:
@@ -171,10 +181,22 @@ class OnlineLearner:
         if fut is None or (not wait and not fut.done()):
             return None
         self._inflight = None
-        return self._update(fut.result())
+        try:
+            grad = fut.result()
+        except Exception:  # learning is best effort: the stream goes on with the model as it is
+            logger.exception("online-learning step failed; dropped")
+            self.dropped += 1
+            return None
+        return self._update(grad)
 
     def _update(self, grad: _Gradient | None) -> float | None:
         if grad is None:
+            return None
+        if not math.isfinite(grad.loss) or not all(
+            g is None or bool(torch.isfinite(g).all()) for g in grad.grads
+        ):
+            logger.warning("online-learning step with a non-finite loss or gradient; dropped")
+            self.dropped += 1
             return None
         for p, g in zip(self._params, grad.grads):
             p.grad = g

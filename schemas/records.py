@@ -4,6 +4,12 @@ The JSON files are the contract; these dataclasses mirror them field for field (
 the required fields agree). Decoding is hand-written rather than a generic JSON Schema validator
 because it runs once per event on the hot path; ``tests/schemas`` validates the same records with
 ``jsonschema`` to keep the two in step.
+
+Beyond the schema, an interaction must respect :class:`Limits` (docs/input.md): a bounded size,
+printable ids of at most 255 bytes, a timestamp that is not negative and not further in the future
+than the allowed clock skew, a bounded weight, and a record key equal to its ``user_id``. Every
+violation raises :class:`SchemaError` with a short ``kind`` from :data:`ERROR_KINDS`; no input makes
+the decoder raise anything else.
 """
 
 from __future__ import annotations
@@ -19,17 +25,23 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "ERROR_KINDS",
     "EVENT_TYPES",
+    "MAX_DEAD_LETTER_ORIGINAL_BYTES",
     "MAX_ID_BYTES",
     "SCHEMA_VERSION",
     "DeadLetter",
     "Interaction",
     "Item",
     "ItemVector",
+    "Limits",
     "Recommendation",
     "SchemaError",
     "ScoredItem",
     "SourceRef",
+    "check_id",
+    "check_key",
     "decode_interaction",
     "decode_item",
     "decode_recommendation",
@@ -38,6 +50,18 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MAX_ID_BYTES = 255  # ids are stored length-prefixed in binary state
+#: A dead letter carries at most this much of the original value (and of its key), flagged when cut,
+#: so that the DLQ record stays far below any broker's message size limit.
+MAX_DEAD_LETTER_ORIGINAL_BYTES = 16_384
+_MAX_ERROR_CHARS = 500
+_INT_ID_RANGE = 2**63  # integer ids beyond 64 bits are not ids (and their decimal form is unbounded)
+
+#: Every ``SchemaError.kind`` (and dead-letter ``error_kind``): a bounded label set for metrics.
+ERROR_KINDS: tuple[str, ...] = (
+    "not_json", "missing_field", "bad_type", "not_finite", "unknown_event_type", "bad_version", "empty",
+    "too_large", "bad_id", "out_of_range", "null_key", "key_mismatch", "unknown_item", "fold_error",
+    "decode_error",
+)
 
 #: Event types an Interaction may carry; index order is stable (it is the model's event-type id).
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "edit", "like", "add_to_cart", "purchase", "rating", "share")
@@ -50,6 +74,21 @@ class SchemaError(ValueError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds an interaction must respect beyond its schema (docs/input.md)."""
+
+    #: largest accepted value, in bytes (checked before the JSON is parsed)
+    max_message_bytes: int = 65_536
+    #: how far past the worker's wall clock an event's timestamp may be (producers' clock skew), s
+    clock_skew_s: float = 300.0
+    #: the largest accepted ``weight`` (it enters the model's memory update as it is)
+    max_weight: float = 1_000.0
+
+
+DEFAULT_LIMITS = Limits()
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -97,12 +136,14 @@ class Item:
 
     def to_json(self) -> bytes:
         return orjson.dumps(
-            {"schema_version": SCHEMA_VERSION, "item_id": self.item_id, "title": self.title, "text": self.text,
+            {"schema_version": SCHEMA_VERSION, "item_id": self.item_id, "title": self.title,
+             "text": self.text,
              "attributes": dict(self.attributes)}
         )
 
 
-@dataclass(slots=True)  # not frozen: built per recommended item on the hot path, and frozen init is ~5x slower
+# Not frozen: built per recommended item on the hot path, and frozen init is ~5x slower.
+@dataclass(slots=True)
 class ScoredItem:
     item_id: str
     score: float
@@ -110,15 +151,22 @@ class ScoredItem:
     evidence: float = 0.0  # the reason's strength (see engine/explain.py)
 
 
-@dataclass(slots=True)  # not frozen: built per recommended item on the hot path, and frozen init is ~5x slower
+# Not frozen: built per recommended item on the hot path, and frozen init is ~5x slower.
+@dataclass(slots=True)
 class SourceRef:
+    """The event a recommendation answers: ``offset`` is the user's last event folded into it, and
+    the recommendation also answers the user's earlier events on the partition from ``first_offset``
+    (the user's first event of the same micro-batch; -1: not given)."""
+
     topic: str
     partition: int
     offset: int
     event_time: float
+    first_offset: int = -1
 
 
-@dataclass(slots=True)  # not frozen: built per recommended item on the hot path, and frozen init is ~5x slower
+# Not frozen: built per recommended item on the hot path, and frozen init is ~5x slower.
+@dataclass(slots=True)
 class Recommendation:
     user_id: str
     items: tuple[ScoredItem, ...]
@@ -144,14 +192,19 @@ class DeadLetter:
     failed_at: float
 
     def to_json(self) -> bytes:
+        """The DLQ record. The original value and key are cut to
+        :data:`MAX_DEAD_LETTER_ORIGINAL_BYTES` (``original_truncated`` says so; ``original_bytes``
+        is the value's full size) and the error to 500 characters."""
+        cap = MAX_DEAD_LETTER_ORIGINAL_BYTES
+        key = self.original_key
         return orjson.dumps(
             {
                 "schema_version": SCHEMA_VERSION,
-                "original": base64.b64encode(self.original).decode("ascii"),
-                "original_key": None
-                if self.original_key is None
-                else base64.b64encode(self.original_key).decode("ascii"),
-                "error": self.error,
+                "original": base64.b64encode(self.original[:cap]).decode("ascii"),
+                "original_key": None if key is None else base64.b64encode(key[:cap]).decode("ascii"),
+                "original_bytes": len(self.original),
+                "original_truncated": len(self.original) > cap or (key is not None and len(key) > cap),
+                "error": self.error[:_MAX_ERROR_CHARS],
                 "error_kind": self.error_kind,
                 "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
                 "failed_at": self.failed_at,
@@ -178,6 +231,20 @@ class ItemVector:
         )
 
 
+def check_id(s: str, name: str = "id") -> str:
+    """``s`` if it is a valid id: 1 to 255 bytes of UTF-8, every character printable (no control,
+    format, surrogate, private-use or unassigned characters, no separator but the ASCII space), so
+    that an id can never carry a terminal escape into a log; raises :class:`SchemaError` (``bad_id``)."""
+    if not s or not s.isprintable():
+        raise SchemaError(
+            "bad_id",
+            f"{name!r} must be non-empty and printable (no control or format characters)",
+        )
+    if len(s) > MAX_ID_BYTES or len(s.encode("utf-8")) > MAX_ID_BYTES:
+        raise SchemaError("bad_id", f"{name!r} must be at most {MAX_ID_BYTES} bytes of UTF-8")
+    return s
+
+
 def _id(obj: Mapping[str, Any], name: str) -> str:
     if name not in obj:
         raise SchemaError("missing_field", f"missing required field {name!r}")
@@ -185,10 +252,11 @@ def _id(obj: Mapping[str, Any], name: str) -> str:
     # bool is an int subclass; an id of true/false is a producer bug, not an id.
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise SchemaError("bad_type", f"{name!r} must be a string or integer, got {type(v).__name__}")
-    s = str(v)
-    if not s or len(s.encode("utf-8")) > MAX_ID_BYTES:
-        raise SchemaError("bad_type", f"{name!r} must be 1 to {MAX_ID_BYTES} bytes of UTF-8")
-    return s
+    if isinstance(v, int):
+        if not -_INT_ID_RANGE <= v < _INT_ID_RANGE:
+            raise SchemaError("bad_id", f"{name!r} must be an integer within 64 bits")
+        return str(v)
+    return check_id(v, name)
 
 
 def _number(obj: Mapping[str, Any], name: str, default: float | None = None) -> float:
@@ -199,9 +267,12 @@ def _number(obj: Mapping[str, Any], name: str, default: float | None = None) -> 
     v = obj[name]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise SchemaError("bad_type", f"{name!r} must be a number, got {type(v).__name__}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # an integer beyond the float range
+        raise SchemaError("not_finite", f"{name!r} is beyond the range of a float") from None
     if not math.isfinite(f):
-        raise SchemaError("not_finite", f"{name!r} must be finite, got {v!r}")
+        raise SchemaError("not_finite", f"{name!r} must be finite, got {f!r}")
     return f
 
 
@@ -210,43 +281,76 @@ def _object(raw: bytes) -> Mapping[str, Any]:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         # NaN, Infinity and out-of-range numbers are not JSON, but producers that write them mean a
-        # number: the stdlib parser reads them so the error can name the non-finite field.
+        # number: the stdlib parser reads them so the error can name the non-finite field. It
+        # recurses per nesting level, so a deeply nested value ends in RecursionError: not JSON
+        # either (orjson itself stops at 1,024 levels).
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise SchemaError("not_json", f"value is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise SchemaError("bad_type", f"value must be a JSON object, got {type(obj).__name__}")
     return obj
 
 
-def decode_interaction(raw: bytes | None) -> Interaction:
-    """Decode and validate one ``tide.interactions`` value; raises :class:`SchemaError`."""
+def decode_interaction(
+    raw: bytes | None, limits: Limits = DEFAULT_LIMITS, now: float | None = None
+) -> Interaction:
+    """Decode and validate one ``tide.interactions`` value; raises :class:`SchemaError` and nothing else.
+
+    ``now`` (epoch s, the worker's wall clock) bounds the timestamp to ``now + limits.clock_skew_s``;
+    None checks only that it is not negative (offline logs on a clock of their own)."""
     if raw is None:
         raise SchemaError("empty", "value is empty (tombstone)")
+    if len(raw) > limits.max_message_bytes:
+        raise SchemaError("too_large", f"value of {len(raw):,} bytes exceeds {limits.max_message_bytes:,}")
     obj = _object(raw)
     version = obj.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise SchemaError("bad_version", f"unsupported schema_version {version!r}")
+        shown = repr(version)[:20] if isinstance(version, (int, float, str)) else type(version).__name__
+        raise SchemaError("bad_version", f"unsupported schema_version {shown}")
     event_type = obj.get("event_type", None)
     if event_type is None:
         raise SchemaError("missing_field", "missing required field 'event_type'")
     if not isinstance(event_type, str) or event_type not in _EVENT_INDEX:
-        raise SchemaError("unknown_event_type", f"unknown event_type {event_type!r}; known: {list(EVENT_TYPES)}")
+        raise SchemaError("unknown_event_type", f"unknown event_type; known: {list(EVENT_TYPES)}")
     context = obj.get("context")
     if context is not None and not isinstance(context, dict):
         raise SchemaError("bad_type", "'context' must be an object")
     weight = _number(obj, "weight", 1.0)
-    if weight < 0:
-        raise SchemaError("bad_type", f"'weight' must be >= 0, got {weight}")
+    if not 0 <= weight <= limits.max_weight:
+        raise SchemaError(
+            "out_of_range",
+            f"'weight' must be within [0, {limits.max_weight:g}], got {weight:g}",
+        )
+    timestamp = _number(obj, "timestamp")
+    if timestamp < 0:
+        raise SchemaError("out_of_range", f"'timestamp' must not be negative, got {timestamp:g}")
+    if now is not None and timestamp > now + limits.clock_skew_s:
+        raise SchemaError(
+            "out_of_range",
+            f"'timestamp' {timestamp:.15g} is more than {limits.clock_skew_s:g} s ahead of the "
+            "worker's clock "
+            f"({now:.3f})",
+        )
     return Interaction(
         user_id=_id(obj, "user_id"),
         item_id=_id(obj, "item_id"),
-        timestamp=_number(obj, "timestamp"),
+        timestamp=timestamp,
         event_type=event_type,
         weight=weight,
         context=context,
     )
+
+
+def check_key(ev: Interaction, key: bytes | None) -> None:
+    """The contract between producers and workers: an interaction's record key is its ``user_id``
+    (UTF-8), so that all of a user's events reach one partition and one state. Raises
+    :class:`SchemaError` (``null_key`` or ``key_mismatch``) otherwise."""
+    if key is None:
+        raise SchemaError("null_key", "the record key must be the user_id; it is null")
+    if key != ev.user_id.encode("utf-8"):
+        raise SchemaError("key_mismatch", "the record key must equal the user_id (UTF-8)")
 
 
 def decode_item(raw: bytes | None) -> Item:
@@ -271,10 +375,14 @@ def decode_recommendation(raw: bytes) -> Recommendation:
         src = obj["source"]
         return Recommendation(
             user_id=str(obj["user_id"]),
-            items=tuple(ScoredItem(str(i["item_id"]), float(i["score"]), str(i["reason"]), float(i.get("evidence", 0.0)))
+            items=tuple(ScoredItem(str(i["item_id"]), float(i["score"]), str(i["reason"]),
+                                   float(i.get("evidence", 0.0)))
                 for i in obj["items"]),
             model_version=str(obj["model_version"]),
-            source=SourceRef(str(src["topic"]), int(src["partition"]), int(src["offset"]), float(src["event_time"])),
+            source=SourceRef(
+                str(src["topic"]), int(src["partition"]), int(src["offset"]), float(src["event_time"]),
+                int(src.get("first_offset", -1)),
+            ),
             emitted_at=float(obj["emitted_at"]),
         )
     except (KeyError, TypeError, ValueError) as exc:

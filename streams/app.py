@@ -1,9 +1,9 @@
 """The worker process: a Faust app for the topology, web views and lifecycle, with the hot path on
 confluent-kafka.
 
-Faust declares the topics, serves ``/health``, ``/metrics`` (Prometheus), ``/users/{id}`` (a user's
-state) and ``/users/{id}/recommendations`` (fresh, projected to now), and starts and stops the hot
-path as a service. The volume goes through
+Faust serves ``/health``, ``/metrics`` (Prometheus), ``/users/{id}`` (a user's state) and
+``/users/{id}/recommendations`` (fresh, projected to now; streams/views.py), and starts and stops
+the hot path as a service; ``tide topics`` creates the topics. The volume goes through
 :class:`streams.worker.Worker` (confluent-kafka) in a thread of its own: on the embedded broker a
 Faust agent alone consumed about 10,000 events/s and 4,000–5,000 with one send per event, while a
 confluent-kafka loop moves about 62,000 (DESIGN.md, "Measured constraints").
@@ -13,63 +13,56 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
-import time
 from typing import Any
 
 import faust
 import mode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from engine.codec import decode_user
-from engine.fold import user_partition_name
 from streams.config import Settings
 from streams.metrics import Metrics
 from streams.runtime import Engine, load_engine
+from streams.views import Views
 from streams.worker import Worker
 
-__all__ = ["build_app", "run_worker"]
+__all__ = ["build_app", "faust_credentials", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -> tuple[faust.App, Worker]:
     metrics = Metrics(
-        registry, topics=[settings.topics.interactions, settings.topics.items], partitions=range(settings.partitions)
+        registry,
+        topics=[settings.topics.interactions, settings.topics.items],
+        partitions=range(settings.partitions),
     )
     metrics.set_model(engine.checkpoint.version)
     worker = Worker(settings, engine, metrics)
     app = faust.App(
         f"{settings.app_id}-control",
         broker=[f"kafka://{h}" for h in settings.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # listen where we advertise (web_host alone only sets the URL)
         web_port=settings.web_port,
         web_in_thread=False,
         topic_partitions=settings.partitions,
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_ms / 6000),
         datadir=str(settings.state_dir / "faust"),
-        topic_allow_declare=True,
     )
-    _declare_topics(app, settings)
+    # TIDE's topics are not declared to Faust: `tide topics` creates them with their partitions and
+    # policies (streams/topics.py), and a Faust that declared them would quietly recreate them on a
+    # broker that lost them, where the worker must see that they are gone (streams/liveness.py).
+    views = Views(settings, engine, worker)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        stats = worker.stats
-        return web.json(
-            {
-                "status": "ok",
-                "assigned": worker.ready.is_set(),
-                "model_version": engine.checkpoint.version,
-                "device": str(engine.device),
-                "consumed": stats.consumed,
-                "folded": stats.folded,
-                "skipped": stats.skipped,
-                "dead_letters": stats.dead_letters,
-                "recommendations": stats.recommendations,
-            }
-        )
+        status, body = await views.health()
+        return web.json(body, status=status)
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
@@ -77,48 +70,13 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
 
     @app.page("/users/{user_id}")
     async def user_state(web: Any, request: Any, user_id: str) -> Any:
-        for p in range(settings.partitions):
-            raw = engine.store.partition(user_partition_name(p)).get(user_id.encode("utf-8"))
-            if raw is not None:
-                s = decode_user(raw)
-                return web.json(
-                    {
-                        "user_id": user_id,
-                        "partition": s.partition,
-                        "last_applied_offset": s.offset,
-                        "last_event_time": s.last_t,
-                        "model_version": s.model_version,
-                        "recent_items": s.hist_items,
-                        "interest_norm": float((s.memory**2).sum() ** 0.5),
-                    }
-                )
-        return web.json({"error": f"unknown user {user_id!r}"}, status=404)
+        status, body = await views.user(user_id)
+        return web.json(body, status=status)
 
     @app.page("/users/{user_id}/recommendations")
     async def user_recommendations(web: Any, request: Any, user_id: str) -> Any:
-        """Fresh recommendations for a user at ``?at=`` (epoch s, default now): the stored interest
-        projected to that time (the pushed recommendation is for the moment of the user's last event)."""
-        try:
-            at = float(request.query.get("at", time.time()))
-            k = int(request.query.get("k", settings.top_k))
-        except ValueError:
-            return web.json({"error": "at must be a number (epoch seconds) and k an integer"}, status=400)
-        for p in range(settings.partitions):
-            raw = engine.store.partition(user_partition_name(p)).get(user_id.encode("utf-8"))
-            if raw is not None:
-                with engine.lock:  # the hot path folds under the same lock
-                    items = engine.users.recommend(decode_user(raw), at, max(1, min(k, 1000)))
-                return web.json(
-                    {
-                        "user_id": user_id,
-                        "at": at,
-                        "model_version": engine.checkpoint.version,
-                        "items": [
-                            {"item_id": i.item_id, "score": i.score, "reason": i.reason, "evidence": i.evidence} for i in items
-                        ],
-                    }
-                )
-        return web.json({"error": f"unknown user {user_id!r}"}, status=404)
+        status, body = await views.recommendations(user_id, request.query)
+        return web.json(body, status=status)
 
     @app.service
     class HotPath(mode.Service):
@@ -138,29 +96,75 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
                 worker.run()
             except BaseException as exc:  # surfaced to the app: the process must not run on without it
                 self.error = exc
-                logger.exception("hot path failed")
+                logger.critical("hot path failed, the worker exits: %s", worker.error, exc_info=exc)
+                _exit_soon(engine, EXIT_FAILED)
                 app.loop.call_soon_threadsafe(lambda e=exc: asyncio.ensure_future(app.crash(e)))
 
         async def on_stop(self) -> None:
             worker.stop()
             if self._thread is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
+            # The hot path has committed and stopped; Faust's own Kafka clients may still wait for a
+            # broker that is gone. Bound the rest of the shutdown.
+            _exit_soon(engine, EXIT_FAILED if self.error is not None else 0)
 
     return app, worker
 
 
-def _declare_topics(app: faust.App, settings: Settings) -> None:
-    t = settings.topics
-    for name in (t.interactions, t.recommendations, t.item_updates, t.dlq):
-        app.topic(name, partitions=settings.partitions, value_serializer="raw")
-    for name in (t.item_vectors, t.items):
-        app.topic(name, partitions=1, compacting=True, value_serializer="raw")
+#: The exit status of a worker whose hot path failed (the log's last CRITICAL line says why).
+EXIT_FAILED = 3
+#: The rest of a shutdown (Faust's Kafka clients, the web server) may take this long before the
+#: process exits anyway.
+SHUTDOWN_GRACE_S = 5.0
+
+
+def _exit_soon(engine: Engine, code: int) -> None:
+    """Exit with ``code`` in :data:`SHUTDOWN_GRACE_S` unless the process has exited by then."""
+
+    def exit_now() -> None:
+        logger.warning("shutdown did not finish in %.0f s; exiting with status %d", SHUTDOWN_GRACE_S, code)
+        try:
+            engine.close()
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    timer = threading.Timer(SHUTDOWN_GRACE_S, exit_now)
+    timer.daemon = True
+    timer.start()
+
+
+def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """The cluster's SASL/SSL settings for Faust's own Kafka clients (the librdkafka ones get them
+    from ``Settings.librdkafka``)."""
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(
+            cafile=settings.ssl_ca_location, certfile=settings.ssl_certificate_location,
+            keyfile=settings.ssl_key_location,
+            password=settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None,
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+        ssl_context=ssl_context, mechanism=settings.sasl_mechanism or "PLAIN",
+    )
 
 
 def run_worker(settings: Settings) -> int:
+    """Run the worker process until SIGTERM (status 0) or until its hot path fails (status
+    :data:`EXIT_FAILED`, after a CRITICAL log line with the reason)."""
     engine = load_engine(settings)
     registry = CollectorRegistry()
-    app, _ = build_app(settings, engine, registry)
+    app, worker = build_app(settings, engine, registry)
+    code = 0
     try:
         fworker = faust.Worker(
             app, loglevel=settings.log_level, quiet=True, override_logging=False, redirect_stdouts=False
@@ -168,7 +172,7 @@ def run_worker(settings: Settings) -> int:
         fworker.spinner = None  # no terminal spinner in logs
         fworker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
     finally:
         engine.close()
-    return 0
+    return EXIT_FAILED if worker.error is not None else code

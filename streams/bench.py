@@ -43,7 +43,6 @@ MODES = ("raw_pipe", "noop", "engine")
 # busy moment of a shared machine moved their median by half (31,000 against 68,000 events/s in
 # two runs of the same code). Repeated, each mode's windows last about as long as the engine's.
 BASELINE_REPEAT = 4
-_LIVE = 1e9  # event timestamps above this are wall-clock stamps of the latency phase (epoch s)
 
 
 @dataclass
@@ -122,10 +121,16 @@ def workload(opts: BenchOptions) -> tuple[list[str], list[str], list[str]]:
 
 
 def _encode_events(users: list[str], items: list[str]) -> list[tuple[bytes, bytes]]:
-    """The throughput phase's records (value, key); event times are small, so never taken for live stamps."""
+    """The throughput phase's records (value, key): event times 10 ms apart, ending an hour before
+    now, so that they are never taken for the latency phase's live stamps and both phases share one
+    clock (the worker's expiry of idle users runs on event time)."""
     from schemas import Interaction
 
-    return [(Interaction(u, i, 0.01 * k, "view").to_json(), u.encode("utf-8")) for k, (u, i) in enumerate(zip(users, items))]
+    t0 = time.time() - 3600 - 0.01 * len(users)
+    return [
+        (Interaction(u, i, t0 + 0.01 * k, "view").to_json(), u.encode("utf-8"))
+        for k, (u, i) in enumerate(zip(users, items))
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- the modes
@@ -158,7 +163,7 @@ def _raw_pipe(spec: dict[str, Any], counter: Any, ready: Any, stop: Any, timelin
                 continue
             rec = Recommendation(
                 ev.user_id, tuple(ScoredItem(i, 1.0, "raw") for i in items), "raw",
-                SourceRef(topic_in, m.partition(), m.offset(), ev.timestamp), time.time(),
+                SourceRef(topic_in, m.partition(), m.offset(), ev.timestamp, m.offset()), time.time(),
             )
             while True:
                 try:
@@ -194,11 +199,14 @@ class _NoopStage:
         from schemas import Recommendation, ScoredItem, SourceRef
 
         last = {e.event.user_id: e for e in events}
+        first: dict[str, int] = {}
+        for e in events:
+            first.setdefault(e.event.user_id, e.offset)
         now = time.time()
         recs = [
             Recommendation(
                 u, tuple(ScoredItem(i, 1.0, "noop") for i in self.items), self.model_version,
-                SourceRef(self.input_topic, e.partition, e.offset, e.event.timestamp), now,
+                SourceRef(self.input_topic, e.partition, e.offset, e.event.timestamp, first[u]), now,
             )
             for u, e in last.items()
         ]
@@ -206,7 +214,7 @@ class _NoopStage:
         empty = ItemUpdates(z, z, torch.zeros(0, 1), np.zeros(0), z, np.zeros(0, np.float32), z, z)
         return FoldResult(recs, [e.arrival for e in last.values()], empty, {}, len(events), 0)
 
-    def commit(self, result: Any) -> None:
+    def commit(self, result: Any, items: Any = None) -> None:
         pass
 
 
@@ -314,6 +322,7 @@ class _OutputReader:
         self._consumer = Consumer(conf)
         self._consumer.subscribe([topic])
         self.latencies: list[float] = []
+        self.live_from = float("inf")  # events stamped from this time on are the latency phase's
         self.count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -326,7 +335,7 @@ class _OutputReader:
                     continue
                 self.count += 1
                 t_event = orjson.loads(m.value() or b"{}").get("source", {}).get("event_time", 0.0)
-                if t_event > _LIVE:
+                if t_event >= self.live_from:
                     self.latencies.append(m.timestamp()[1] / 1000 - t_event)
         self._consumer.close()
 
@@ -402,7 +411,13 @@ def _write_users(state_dir: Path, n_users: int, catalogue: list[str], dim: int, 
         st = UserState.empty(dim)
         st.memory = rng.standard_normal(dim).astype(np.float32)
         for k in range(max(profile_items, HISTORY)):
-            apply_event(st, catalogue[int(rng.integers(0, len(catalogue)))], 0.001 * k, 0, profile_items)
+            apply_event(
+                st,
+                catalogue[int(rng.integers(0, len(catalogue)))],
+                time.time() - 86_400 + k,
+                0,
+                profile_items,
+            )
         st.partition, st.offset = 0, -1
         values.append(encode_user(st))
     store = RocksDBStateStore(state_dir)
@@ -425,11 +440,7 @@ def _run_mode(mode: str, opts: BenchOptions, bootstrap: str, ckpt: Path, users: 
     settings_kw: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "group_id": tag,
-        "topics": Topics(
-            interactions=f"{tag}.interactions", recommendations=f"{tag}.recommendations",
-            item_updates=f"{tag}.item-updates", item_vectors=f"{tag}.item-vectors", items=f"{tag}.items",
-            dlq=f"{tag}.dlq",
-        ),
+        "topics": Topics(**{name: f"{tag}.{name}" for name in Topics.model_fields}),
         "state_dir": state_dir,
         "checkpoint": ckpt,
         "batch_max_events": opts.batch_max_events,
@@ -462,6 +473,7 @@ def _run_mode(mode: str, opts: BenchOptions, bootstrap: str, ckpt: Path, users: 
         cpu = dict(marks.get(timeout=30) for _ in range(2))
         # latency phase: the same users and items, at the offered rate
         before = counter.value
+        reader.live_from = time.time()
         n_live = _produce_live(settings.producer_conf(), topic, users, items, opts.rate, opts.latency_seconds)
         deadline = time.monotonic() + 120
         while counter.value < before + n_live and time.monotonic() < deadline:

@@ -37,6 +37,7 @@ from engine.state import PartitionStore, new_transaction
 from engine.text import TextEncoder
 from schemas import Item, SchemaError, decode_item
 from streams.config import Settings
+from streams.liveness import kafka_logger
 from streams.runtime import Engine
 
 __all__ = ["CatalogStage", "load_catalog_file", "produce_catalog", "restore_catalog"]
@@ -159,7 +160,11 @@ class CatalogStage:
     def _run(self) -> None:
         s = self.settings
         topic = s.topics.items
-        consumer = Consumer(s.consumer_conf(group_id=f"{s.group_id}-catalog", **{"enable.auto.commit": False}))
+        consumer = Consumer(
+            s.consumer_conf(
+                group_id=f"{s.group_id}-catalog", logger=kafka_logger(), **{"enable.auto.commit": False}
+            )
+        )
         try:
             meta = consumer.list_topics(topic, timeout=10)
             parts = sorted(meta.topics[topic].partitions) if topic in meta.topics else []

@@ -273,7 +273,46 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from streams.soak import SoakOptions, run_soak
+    from streams.soak_report import plot_soak, print_soak
+
+    opts = SoakOptions(
+        minutes=args.minutes,
+        rate=args.rate,
+        new_users_per_s=args.new_users_per_s,
+        active_users=args.active_users,
+        user_ttl_s=args.ttl,
+        items=args.items,
+        sample_s=args.sample_s,
+        bootstrap=args.bootstrap,
+        workdir=args.workdir,
+    )
+    report = run_soak(opts)
+    print_soak(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "soak.json").write_text(json.dumps(report, indent=2))
+    plot_soak(report, args.out / "soak.png")
+    print(f"report: {args.out / 'soak.json'}, plot: {args.out / 'soak.png'}")
+    return 0 if report["rss"]["slope"]["flat"] else 1
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from streams.forget import request_deletion
+
+    settings = _settings(bootstrap_servers=args.bootstrap)
+    n = request_deletion(settings, args.users)
+    print(
+        f"deletion requested for {len(args.users):,} users "
+        f"({n:,} records on {settings.topics.user_deletions})"
+    )
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.memory import tune_allocator
+
+    tune_allocator()  # before the clients and threads that allocate most exist
     from streams.app import run_worker
 
     settings = _settings(bootstrap_servers=args.bootstrap, web_port=args.web_port)
@@ -417,6 +456,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--stop", type=int, default=None)
     r.set_defaults(func=cmd_replay)
 
+    so = sub.add_parser(
+        "soak",
+        help="one worker at a fixed offered load with a growing user population: memory over time (PNG)",
+    )
+    so.add_argument("--minutes", type=float, default=30.0)
+    so.add_argument("--rate", type=float, default=300.0, help="offered events/s")
+    so.add_argument(
+        "--new-users-per-s", type=float, default=20.0, help="never-seen users appearing per second"
+    )
+    so.add_argument(
+        "--active-users", type=int, default=2_000, help="each event's user is among the most recent this many"
+    )
+    so.add_argument("--ttl", type=float, default=300.0, help="the worker's TIDE_USER_TTL_S (s of event time)")
+    so.add_argument("--items", type=int, default=1_000)
+    so.add_argument("--sample-s", type=float, default=10.0)
+    so.add_argument("--bootstrap", default=None, help="a Kafka cluster to use instead of the embedded broker")
+    so.add_argument("--workdir", type=Path, default=Path(".tide/soak"))
+    so.add_argument("--out", type=Path, default=Path(".tide/soak"), help="soak.json and soak.png go here")
+    so.set_defaults(func=cmd_soak)
+
+    fg = sub.add_parser(
+        "forget", help="erase users: their state, history and recommendations (deletion requests)"
+    )
+    fg.add_argument("users", nargs="+", help="user ids")
+    fg.add_argument("--bootstrap", default=None)
+    fg.set_defaults(func=cmd_forget)
+
     w = sub.add_parser("worker", help="run an engine worker (Faust app + confluent-kafka hot path)")
     w.add_argument("--bootstrap", default=None)
     w.add_argument("--web-port", type=int, default=None)
@@ -467,6 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from streams.liveness import KAFKA_CLIENT_LOGGERS, OncePerInterval
+
+    for handler in logging.getLogger().handlers:  # a broker that is away must not flood the log
+        handler.addFilter(OncePerInterval(names=KAFKA_CLIENT_LOGGERS))
     return int(args.func(args) or 0)
 
 

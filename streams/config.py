@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas import Limits
+
 __all__ = ["Settings", "Topics"]
 
 
@@ -25,6 +27,7 @@ class Topics(BaseSettings):
     item_vectors: str = "tide.item-vectors"
     items: str = "tide.items"
     dlq: str = "tide.dlq"
+    user_deletions: str = "tide.user-deletions"
 
 
 class Settings(BaseSettings):
@@ -33,7 +36,7 @@ class Settings(BaseSettings):
     # Kafka
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
@@ -57,10 +60,24 @@ class Settings(BaseSettings):
     poll_timeout_ms: int = 100  # an idle worker's wait for input (a batch never waits for more)
     top_k: int = 10
     web_port: int = 6066
-    web_host: str = "127.0.0.1"
+    web_host: str = "127.0.0.1"  # the web views listen on this address only (loopback by default)
     publish_item_vectors: bool = True
     item_vector_interval_ms: int = 1000  # changed item vectors are published at most this often
     log_level: str = "INFO"
+    # Exit (non-zero, with the reason) once the broker has been unreachable this long; 0 = never.
+    broker_timeout_s: float = 120.0
+
+    # Input bounds, applied at decode (docs/input.md); a record outside them goes to the DLQ.
+    max_message_bytes: int = 65_536
+    clock_skew_s: float = 300.0  # how far past the worker's clock an event's timestamp may be
+    max_weight: float = 1_000.0
+    # An interaction with an item the worker does not know: "create" adds it to the item table (up to
+    # max_items items in all; beyond, such records are dead-lettered), "dead_letter" rejects it.
+    unknown_items: Literal["create", "dead_letter"] = "create"
+    max_items: int = 2_000_000
+    # A user whose last event is this many seconds of stream time (the latest event time on the
+    # partition) behind is forgotten; 0 = never.
+    user_ttl_s: float = 30 * 86_400.0
 
     # Online continual learning in the worker (score first, then learn)
     online_learning: bool = True
@@ -83,6 +100,9 @@ class Settings(BaseSettings):
     # Data and training
     data: Path = Path("../shared/data/wikipedia.csv")
     train_fraction: float = 0.8
+
+    def limits(self) -> Limits:
+        return Limits(self.max_message_bytes, self.clock_skew_s, self.max_weight)
 
     def librdkafka(self, **extra: Any) -> dict[str, Any]:
         """Client configuration for confluent-kafka, common to producers, consumers and admin."""

@@ -12,16 +12,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +31,7 @@ from schemas import Recommendation
 from streams.broker import EmbeddedBroker, create_topics, free_port
 from streams.catalog import load_catalog_file, produce_catalog
 from streams.config import Settings
+from streams.launch import spawn_worker, stop_worker, wait_assigned
 from streams.reader import RecommendationReader
 from streams.replay import replay
 from streams.runtime import online_config
@@ -57,21 +52,6 @@ class DemoOptions:
     train_fraction: float = 0.8
     timeout_s: float = 900.0
     catalog: Path | None = None  # a catalogue file: trained with, and loaded into the items topic
-
-
-def _wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode} during start-up")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if json.loads(r.read()).get("assigned"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError("worker did not get its partitions in time")
 
 
 def run_demo(opts: DemoOptions) -> int:
@@ -107,23 +87,13 @@ def run_demo(opts: DemoOptions) -> int:
         ckpt = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg))
         print(f"[demo] trained in {res.seconds:.1f}s, loss per epoch {[round(x, 3) for x in res.losses]}: {ckpt.name}")
 
-        env = dict(os.environ)
-        env.update(
-            TIDE_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-            TIDE_STATE_DIR=str(settings.state_dir),
-            TIDE_CHECKPOINT_DIR=str(settings.checkpoint_dir),
-            TIDE_TOP_K=str(settings.top_k),
-            TIDE_WEB_PORT=str(settings.web_port),
-        )
         worker_log = open(work / "worker.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=worker_log, stderr=subprocess.STDOUT
-        )
+        proc = spawn_worker(settings, worker_log)
         reader = RecommendationReader(settings)
         reader_thread = threading.Thread(target=reader.run, daemon=True)
         reader_thread.start()
         try:
-            _wait_ready(settings.web_port, proc)
+            wait_assigned(settings.web_port, proc, 120, work / "worker.log")
             reader.ready.wait(60)
             print(f"[demo] worker up (log: {work / 'worker.log'}, metrics: http://127.0.0.1:{settings.web_port}/metrics)")
             topic = settings.topics.interactions
@@ -140,11 +110,7 @@ def run_demo(opts: DemoOptions) -> int:
             parts, offs = np.r_[a.partitions, b.partitions], np.r_[a.offsets, b.offsets]
             where = {(int(p), int(o)): k for k, (p, o) in enumerate(zip(parts, offs))}
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_worker(proc)
             reader.stop()
             reader_thread.join(10)
             worker_log.close()

@@ -7,15 +7,16 @@ grafana/ use only the names listed in :data:`METRIC_NAMES` (a test checks it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from schemas import ERROR_KINDS
+from streams.liveness import ERROR_KINDS as KAFKA_ERROR_KINDS
+
 __all__ = ["DLQ_REASONS", "METRIC_NAMES", "Metrics"]
 
-DLQ_REASONS = (
-    "not_json", "missing_field", "bad_type", "not_finite", "unknown_event_type", "bad_version", "empty", "other",
-)
+DLQ_REASONS = (*ERROR_KINDS, "other")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _FOLD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -31,6 +32,7 @@ METRIC_NAMES = (
     "tide_batch_size_events",
     "tide_event_to_recommendation_seconds",
     "tide_state_bytes",
+    "tide_state_memory_bytes",
     "tide_consumer_lag_messages",
     "tide_model_info",
     "tide_catalog_items",
@@ -39,6 +41,10 @@ METRIC_NAMES = (
     "tide_online_steps_total",
     "tide_online_loss",
     "tide_online_examples_waiting",
+    "tide_online_errors_total",
+    "tide_kafka_errors_total",
+    "tide_broker_up",
+    "tide_users_removed_total",
 )
 
 
@@ -82,6 +88,10 @@ class Metrics:
             registry=registry,
         )
         self.state_bytes = Gauge("tide_state_bytes", "Approximate bytes in a state store.", ["store"], registry=registry)
+        self.state_memory = Gauge(
+            "tide_state_memory_bytes", "Memory RocksDB holds: block cache and memtables.", ["kind"],
+            registry=registry,
+        )
         self.lag = Gauge(
             "tide_consumer_lag_messages", "Messages behind the log end.", ["topic", "partition"], registry=registry
         )
@@ -104,6 +114,32 @@ class Metrics:
             "Online-learning examples not yet in an applied update (grows if learning falls behind).",
             registry=registry,
         )
+        self.online_errors = Counter(
+            "tide_online_errors",
+            "Online-learning steps dropped (an error or a non-finite loss).",
+            registry=registry,
+        )
+        self.kafka_errors = Counter(
+            "tide_kafka_errors",
+            "Errors reported by the Kafka clients and failed probes of the cluster.",
+            ["kind"],
+            registry=registry,
+        )
+        self.broker_up = Gauge(
+            "tide_broker_up",
+            "1 while the Kafka cluster answers the worker, 0 while it does not.",
+            registry=registry,
+        )
+        self.broker_up.set(1)
+        self.users_removed = Counter(
+            "tide_users_removed",
+            "Users whose state was removed: expired (idle past the TTL) or deleted (on request).",
+            ["reason"], registry=registry,
+        )
+        for kind in KAFKA_ERROR_KINDS:
+            self.kafka_errors.labels(kind)
+        for reason in ("expired", "deleted"):
+            self.users_removed.labels(reason)
         for t in topics:
             self.events_consumed.labels(t)
             for p in partitions:
@@ -112,6 +148,8 @@ class Metrics:
             self.dead_letters.labels(r)
         for s in ("users", "items"):
             self.state_bytes.labels(s)
+        for kind in ("block_cache", "memtables"):
+            self.state_memory.labels(kind)
 
     # engine.hooks.FoldHooks
     def on_consumed(self, topic: str, n_events: int) -> None:
@@ -140,6 +178,9 @@ class Metrics:
     def on_state_bytes(self, store: str, n_bytes: int) -> None:
         self.state_bytes.labels(store).set(n_bytes)
 
+    def on_state_memory(self, kind: str, n_bytes: int) -> None:
+        self.state_memory.labels(kind).set(n_bytes)
+
     def on_lag(self, topic: str, partition: int, lag: int) -> None:
         self.lag.labels(topic, str(partition)).set(lag)
 
@@ -155,6 +196,22 @@ class Metrics:
         if loss is not None:
             self.online_loss.set(loss)
         self.online_waiting.set(examples_waiting)
+
+    def on_online_error(self) -> None:
+        self.online_errors.inc()
+
+    def on_kafka_error(self, kind: str) -> None:
+        self.kafka_errors.labels(kind if kind in KAFKA_ERROR_KINDS else "other").inc()
+
+    def on_broker(self, reachable: bool) -> None:
+        self.broker_up.set(1 if reachable else 0)
+        if not reachable:  # the lag cannot be known until the broker answers again
+            for metric in self.lag.collect():
+                for sample in metric.samples:
+                    self.lag.labels(**sample.labels).set(float("nan"))
+
+    def on_users_removed(self, reason: str, n: int) -> None:
+        self.users_removed.labels(reason).inc(n)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

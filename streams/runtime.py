@@ -16,7 +16,7 @@ from engine.online import OnlineConfig, OnlineLearner
 from engine.state import RocksDBStateStore
 from streams.config import Settings
 
-__all__ = ["Engine", "load_engine", "online_config", "pick_device", "resolve_checkpoint"]
+__all__ = ["Engine", "FairLock", "load_engine", "online_config", "pick_device", "resolve_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,30 @@ def resolve_checkpoint(settings: Settings) -> Path:
     return Path(path)
 
 
+class FairLock:
+    """A lock granted in the order it was asked for. The hot path and the web's scorer thread take
+    the engine's lock in turn; with a plain lock a thread that releases it may take it straight
+    back, so a stream of web requests could keep the hot path waiting."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._next = 0  # the next ticket to hand out
+        self._serving = 0  # the ticket that holds the lock
+
+    def __enter__(self) -> FairLock:
+        with self._cv:
+            ticket = self._next
+            self._next += 1
+            while ticket != self._serving:
+                self._cv.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cv:
+            self._serving += 1
+            self._cv.notify_all()
+
+
 @dataclass
 class Engine:
     checkpoint: Checkpoint
@@ -44,7 +68,7 @@ class Engine:
     store: RocksDBStateStore
     device: torch.device
     learner: OnlineLearner | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)  # the fold vs web reads of the model
+    lock: FairLock = field(default_factory=FairLock)  # the fold vs web reads of the model
 
     def close(self) -> None:
         if self.learner is not None:

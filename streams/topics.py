@@ -17,4 +17,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.item_vectors, partitions=1, compacted=True),
         TopicSpec(t.items, partitions=1, compacted=True),
         TopicSpec(t.dlq, partitions=1),
+        # deletion requests: `tide forget` writes one to every partition, so the worker holding the user's
+        # state receives it whichever partitioner the interactions' producers use
+        TopicSpec(t.user_deletions, partitions=n),
     ]

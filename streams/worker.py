@@ -1,12 +1,24 @@
 """The hot path: a confluent-kafka consume → decode → fold → produce loop around the engine.
 
 Per micro-batch (whatever has arrived, up to ``batch_max_events`` records: see :func:`next_batch`):
-decode and validate every record (invalid ones go to the DLQ with the reason), fold the valid ones
-through the user stage, produce one recommendation per user, run the item stage (and produce the
-changed item vectors) while the broker acknowledges them, wait for the acknowledgement, write user
-state, then commit the input offsets. A crash at any point
-replays uncommitted input; the per-user last-applied offset in state and the item stage's
-watermarks keep every event folded exactly once, and recommendations are delivered at least once.
+
+1. decode and validate every record against the schema and the input bounds (docs/input.md); an
+   invalid one goes to the DLQ with the reason, its original bytes (cut at 16 KiB) and its offset;
+2. fold the valid ones through the user stage and produce one recommendation per user;
+3. run the item stage while the broker acknowledges them, and publish changed item vectors;
+4. wait for the broker's acknowledgement of everything produced (dead letters included), write
+   user state, apply deletion requests, and commit the input offsets.
+
+A crash at any point replays uncommitted input; the per-user last-applied offset in state and the
+item stage's watermarks keep every event folded exactly once, and recommendations are delivered at
+least once (a duplicate names the same source offset).
+
+No record can stop the worker: if the fold fails on a batch, the batch is folded again in halves,
+and so on down to single records, so that the records responsible are dead-lettered (``fold_error``,
+with the exception) and every other record is folded. Faults that no record causes stop it with a
+non-zero exit and the reason: a broker unreachable for ``broker_timeout_s`` or without the input
+topic (streams/liveness.py), a failed produce or state write, or the fold failing on
+:data:`FOLD_FAILURES_BEFORE_STOP` records in a row (the engine, not the records, is broken).
 """
 
 from __future__ import annotations
@@ -16,19 +28,47 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from engine.fold import SourcedEvent
+from engine.fold import FoldResult, SourcedEvent
 from engine.hooks import FoldHooks, NullHooks, StageClock
-from schemas import DeadLetter, ItemVector, SchemaError, decode_interaction
+from engine.retention import ExpirySweep, forget_users
+from engine.state import _Batch, new_transaction
+from schemas import DeadLetter, ItemVector, SchemaError, check_id, check_key, decode_interaction
 from streams.catalog import CatalogStage
 from streams.config import Settings
+from streams.faults import crash_point
+from streams.liveness import BrokerUnavailable, BrokerWatch, OncePerInterval, kafka_logger
+from streams.memory import return_free_memory
 from streams.runtime import Engine
 
-__all__ = ["Worker", "WorkerStats", "next_batch"]
+__all__ = ["FOLD_FAILURES_BEFORE_STOP", "EngineFault", "Worker", "WorkerStats", "next_batch"]
 
 logger = logging.getLogger(__name__)
+# one line per bad record would let a flood of bad input flood the log: these lines are rate-limited
+record_log = logging.getLogger(f"{__name__}.records")
+record_log.addFilter(OncePerInterval(interval_s=10.0))
+
+#: The fold failing on this many single records in a row means the engine is broken, not the input.
+FOLD_FAILURES_BEFORE_STOP = 50
+SWEEP_INTERVAL_S = 1.0  # expiry of idle users: a bounded slice of the state at most this often
+TRIM_INTERVAL_S = 60.0  # freed heap memory goes back to the operating system this often (streams/memory.py)
+STALLED_BATCH_S = 30.0  # /health reports a batch in progress for longer as a stall
+
+
+class EngineFault(RuntimeError):
+    """The fold fails whatever the input: stop, and say so."""
+
+
+class _RecordFault(Exception):
+    """The engine failed on a batch; a record in it may be the cause."""
+
+
+class _Stopping(Exception):
+    """Asked to stop while waiting for a broker that does not answer: leave the batch uncommitted."""
 
 
 def next_batch(consumer: Consumer, max_events: int, idle_timeout: float) -> list[Message]:
@@ -56,6 +96,8 @@ class WorkerStats:
     recommendations: int = 0
     batches: int = 0
     busy_seconds: float = 0.0
+    users_deleted: int = 0
+    users_expired: int = 0
 
 
 class Worker:
@@ -66,14 +108,35 @@ class Worker:
         self.engine = engine
         self.hooks = hooks or NullHooks()
         self.topics = settings.topics
+        self.limits = settings.limits()
         self.stats = WorkerStats()
         self._stop = threading.Event()
-        self.ready = threading.Event()  # set once partitions are assigned
-        self._consumer = Consumer(settings.consumer_conf())
-        self._producer = Producer(settings.producer_conf())
+        self.ready = threading.Event()  # set while partitions are assigned
+        self._meta = engine.store.partition("worker")  # the worker's own bookkeeping
+        topic_key = b"topic-id/" + self.topics.interactions.encode("utf-8")
+        known = self._meta.get(topic_key)
+        self.watch = BrokerWatch(
+            self.topics.interactions, settings.broker_timeout_s, self.hooks.on_kafka_error,
+            self.hooks.on_broker,
+            topic_id=known.decode("utf-8") if known is not None else None,
+            on_topic_id=lambda tid: self._meta.write(_put(topic_key, tid.encode("utf-8"))),
+        )
+        clients = {"error_cb": self.watch.on_error, "logger": kafka_logger()}
+        self._consumer = Consumer(settings.consumer_conf(**clients))
+        self._producer = Producer(settings.producer_conf(**clients))
+        self._admin = AdminClient(settings.librdkafka(**clients))
         self._delivery_errors: list[str] = []
         self._changed_items: set[int] = set()
         self._last_publish = 0.0
+        self._messages: dict[tuple[int, int], Message] = {}  # the batch's records by (partition, offset)
+        self._new_items: set[str] = set()  # unknown items accepted in this batch
+        self._fold_failures = 0  # single records the fold failed on, in a row
+        self._expiry = ExpirySweep(engine.store, settings.user_ttl_s)
+        self._last_sweep = 0.0
+        self.batch_started: float | None = None  # monotonic start of the batch in progress
+        self._joining_since: float | None = None  # monotonic time the group (re)join began
+        self.last_batch_done = time.monotonic()
+        self.error: str | None = None  # why run() stopped, if it failed
         self.catalog: CatalogStage | None = (
             CatalogStage(settings, engine, self._dead_letter, self.hooks) if settings.catalog_stage else None
         )
@@ -81,12 +144,56 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
 
+    def health(self) -> dict[str, Any]:
+        """What ``/health`` reports: ``ok``, ``degraded`` (the broker does not answer, or a batch has
+        been in progress for over :data:`STALLED_BATCH_S`) or ``failed`` (the hot path stopped)."""
+        now = time.monotonic()
+        started = self.batch_started
+        in_batch = now - started if started is not None else 0.0
+        if self.error is not None:
+            status = "failed"
+        elif not self.watch.reachable or in_batch > STALLED_BATCH_S:
+            status = "degraded"
+        else:
+            status = "ok"
+        s = self.stats
+        return {
+            "status": status,
+            "assigned": self.ready.is_set(),
+            "broker": self.watch.health(),
+            "hot_path": {
+                "error": self.error,
+                "in_batch_s": round(in_batch, 1),
+                "since_last_batch_s": round(now - self.last_batch_done, 1),
+            },
+            "consumed": s.consumed,
+            "folded": s.folded,
+            "skipped": s.skipped,
+            "dead_letters": s.dead_letters,
+            "recommendations": s.recommendations,
+            "users_deleted": s.users_deleted,
+            "users_expired": s.users_expired,
+        }
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("assigned %s", [(p.topic, p.partition) for p in partitions])
+        self._joining_since = None
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("revoked %s", [(p.topic, p.partition) for p in partitions])
+        self._joining_since = time.monotonic()
+        self.ready.clear()  # /health says "assigned": false until the next assignment
+
+    def _check_group(self) -> None:
+        """A consumer that cannot (re)join its group does no work and reports no error: past the
+        broker timeout, say so and stop (a group coordinator that lost its state, say)."""
+        since, limit = self._joining_since, self.settings.broker_timeout_s
+        if since is not None and 0 < limit < time.monotonic() - since:
+            raise BrokerUnavailable(
+                f"the consumer group has not assigned partitions for {time.monotonic() - since:.0f} s "
+                f"(TIDE_BROKER_TIMEOUT_S={limit:g}); was the broker restarted or the group reset?"
+            )
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -103,51 +210,64 @@ class Worker:
         gc.set_threshold(50_000, 20, 20)
         if self.catalog is not None:
             self.catalog.start()
-        self._consumer.subscribe([self.topics.interactions], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._joining_since = time.monotonic()
+        self._consumer.subscribe(
+            [self.topics.interactions, self.topics.user_deletions],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
         idle_timeout = s.poll_timeout_ms / 1000
-        last_gauge = 0.0
+        last_gauge = last_trim = 0.0
         clean = False
         try:
             while not self._stop.is_set():
+                self.watch.check(self._admin)
+                self._check_group()
                 clock = StageClock()
                 msgs = next_batch(self._consumer, s.batch_max_events, idle_timeout)
                 clock.lap("consume")  # with, when idle, the wait for input
                 if msgs:
                     self._process(msgs, clock)
                 now = time.monotonic()
+                if now - self._last_sweep > SWEEP_INTERVAL_S:
+                    self._last_sweep = now
+                    self._sweep()
                 if now - last_gauge > 5:
                     last_gauge = now
                     self._report_gauges()
+                if now - last_trim > TRIM_INTERVAL_S:
+                    last_trim = now
+                    return_free_memory()
             clean = True
+        except _Stopping:
+            logger.warning(
+                "stopped while the broker was unreachable: the last batch is not committed and will replay"
+            )
+        except BaseException as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self._close(commit=clean)
             gc.unfreeze()  # let what this worker built be collected once it is done
             gc.set_threshold(*thresholds)
         return self.stats
 
+    # ------------------------------------------------------------------------------------- a batch
+
     def _process(self, msgs: list[Message], clock: StageClock) -> None:
         t0 = time.perf_counter()
-        events: list[SourcedEvent] = []
-        offsets: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("consume error: %s", err)
-                continue
-            offsets[(m.topic(), m.partition())] = m.offset()
-            try:
-                ev = decode_interaction(m.value())
-            except SchemaError as exc:
-                self._dead_letter(m, exc.kind, str(exc))
-                continue
-            _, ts_ms = m.timestamp()
-            events.append(SourcedEvent(ev, m.partition(), m.offset(), ts_ms / 1000 if ts_ms > 0 else time.time()))
+        self.batch_started = time.monotonic()
+        events, deletions, offsets = self._decode(msgs)
         self.stats.consumed += len(msgs)
         self.hooks.on_consumed(self.topics.interactions, len(msgs))
+        crash_point("decoded")
         clock.lap("decode")
         if events:
-            self._fold(events, clock)
+            self._fold_isolated(events, clock)
+        if deletions:
+            self._forget(deletions)
+            clock.lap("forget")
+        self._flush(clock)  # dead letters and tombstones are acknowledged before their offsets are committed
         if self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors, []
             # Nothing is committed: the batch replays, and state dedupe keeps the fold exactly-once.
@@ -156,20 +276,113 @@ class Worker:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()], asynchronous=True
             )
+        crash_point("committed")
+        self._messages.clear()
         self.stats.batches += 1
         self.stats.busy_seconds += time.perf_counter() - t0
+        self.batch_started = None
+        self.last_batch_done = time.monotonic()
         clock.lap("commit_offsets")
         self.hooks.on_stages(clock.seconds)
 
-    def _fold(self, events: list[SourcedEvent], clock: StageClock) -> None:
-        with self.engine.lock:
-            clock.lap("lock")  # waiting for a web request that reads the model
-            self._fold_locked(events, clock)
+    def _decode(
+        self, msgs: list[Message]
+    ) -> tuple[list[SourcedEvent], list[str], dict[tuple[str, int], int]]:
+        """The batch's valid interactions, the users whose deletion it requests, and the last offset
+        of each topic partition in it; every invalid record is dead-lettered."""
+        interactions, deletions_topic = self.topics.interactions, self.topics.user_deletions
+        events: list[SourcedEvent] = []
+        deletions: list[str] = []
+        offsets: dict[tuple[str, int], int] = {}
+        now = time.time()
+        self._new_items.clear()
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if m.topic() == interactions or err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    self.watch.on_topic_error(err)
+                record_log.warning("consume error on %s: %s", m.topic(), err)
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            offsets[(topic, partition)] = offset
+            try:
+                if topic == deletions_topic:
+                    deletions.append(_deletion(m.key()))
+                    continue
+                ev = decode_interaction(m.value(), self.limits, now)
+                check_key(ev, m.key())
+                self._check_item(ev.item_id)
+            except SchemaError as exc:
+                self._dead_letter(m, exc.kind, str(exc))
+                continue
+            except Exception as exc:
+                # the decoder raises nothing else; should it, the record still must not stop us
+                record_log.exception("decoding %s[%d]@%d raised", topic, partition, offset)
+                self._dead_letter(m, "decode_error", f"{type(exc).__name__}: {exc}")
+                continue
+            _, ts_ms = m.timestamp()
+            events.append(SourcedEvent(ev, partition, offset, ts_ms / 1000 if ts_ms > 0 else now))
+            self._messages[(partition, offset)] = m
+        return events, deletions, offsets
 
-    def _fold_locked(self, events: list[SourcedEvent], clock: StageClock) -> None:
+    def _check_item(self, item_id: str) -> None:
+        table = self.engine.items.table
+        if item_id in table.index or item_id in self._new_items:
+            return
+        if self.settings.unknown_items == "dead_letter":
+            raise SchemaError("unknown_item", "item_id is not a known item (TIDE_UNKNOWN_ITEMS=dead_letter)")
+        if len(table) + len(self._new_items) >= self.settings.max_items:
+            raise SchemaError(
+                "unknown_item",
+                f"the item table is full ({self.settings.max_items:,} items, TIDE_MAX_ITEMS)",
+            )
+        self._new_items.add(item_id)
+
+    def _fold_isolated(self, events: list[SourcedEvent], clock: StageClock) -> None:
+        """Fold ``events``; if the engine fails on them, fold each half the same way, so that only
+        the records it fails on alone are dead-lettered (in offset order, so each user's order holds)."""
+        try:
+            self._fold(events, clock)
+            self._fold_failures = 0
+            return
+        except _RecordFault as fault:
+            exc = fault.__cause__ or fault
+        if len(events) > 1:
+            logger.warning(
+                "the fold failed on a batch of %d events (%s); folding it in halves to isolate the records",
+                len(events), type(exc).__name__,
+            )
+            mid = len(events) // 2
+            self._fold_isolated(events[:mid], clock)
+            self._fold_isolated(events[mid:], clock)
+            return
+        self._fold_failures += 1
+        e = events[0]
+        if self._fold_failures >= FOLD_FAILURES_BEFORE_STOP:
+            raise EngineFault(
+                f"the fold failed on {self._fold_failures} records in a row, the last with "
+                f"{type(exc).__name__}: {exc}; the engine is failing, not the input"
+            ) from exc
+        record_log.error("the fold failed on %s[%d]@%d alone: dead-lettered", self.topics.interactions,
+                         e.partition, e.offset, exc_info=exc)
+        self._dead_letter(
+            self._messages[(e.partition, e.offset)], "fold_error", f"{type(exc).__name__}: {exc}"
+        )
+
+    def _fold(self, events: list[SourcedEvent], clock: StageClock) -> None:
         eng = self.engine
-        result = eng.users.fold(events, example_rate=eng.learner.cfg.example_rate if eng.learner else 0.0)
+        with eng.lock:  # the model and item table, against web requests that read them
+            clock.lap("lock")
+            try:
+                result = eng.users.fold(
+                    events, example_rate=eng.learner.cfg.example_rate if eng.learner else 0.0
+                )
+            except Exception as exc:
+                raise _RecordFault from exc
         clock.absorb("user_stage", result.stage_seconds)
+        crash_point("folded")
         self.stats.skipped += result.n_skipped
         if result.n_skipped:
             self.hooks.on_skipped(result.n_skipped)
@@ -177,36 +390,108 @@ class Worker:
             return
         # The recommendations go out first: the broker's acknowledgement then arrives while the item
         # stage runs, instead of after it.
-        produce = self._producer.produce
         rec_topic = self.topics.recommendations
         for rec in result.recommendations:
-            produce(rec_topic, rec.to_json(), rec.user_id.encode("utf-8"), on_delivery=self._on_delivery)
+            self._produce(rec_topic, rec.to_json(), rec.user_id.encode("utf-8"))
         clock.lap("produce")
-        changed = eng.items.fold(result.item_updates)
+        crash_point("produced")
+        with eng.lock:
+            try:
+                changed = eng.items.fold(result.item_updates)
+            except Exception as exc:
+                raise _RecordFault from exc
         clock.lap("item_stage")
+        crash_point("item_stage")
         if self.settings.publish_item_vectors:
             self._changed_items.update(changed)
             self._publish_item_vectors()
             clock.lap("produce")
-        self._producer.flush()
-        clock.lap("flush")
-        eng.users.commit(result)
+        self._flush(clock)
+        crash_point("flushed")
+        eng.users.commit(result, eng.items)  # users and items of the batch in one atomic write
         clock.lap("state_write")
-        now = time.time()
-        if eng.learner is not None:
-            steps = eng.learner.steps
-            loss = eng.learner.learn(result.examples)  # the batch's recommendations are out
-            self.hooks.on_learning(eng.learner.steps - steps, loss, eng.learner.examples_waiting)
+        crash_point("state_written")
+        for e in events:
+            self._expiry.observe(e.partition, e.event.timestamp)
+        self._learn(result)
         clock.lap("learn")
         self.stats.folded += result.n_folded
         self.stats.recommendations += len(result.recommendations)
         self.hooks.on_batch(result.n_folded, result.fold_seconds)
+        now = time.time()
         self.hooks.on_recommendations(len(result.recommendations), [now - a for a in result.arrivals])
+
+    def _learn(self, result: FoldResult) -> None:
+        learner = self.engine.learner
+        if learner is None:
+            return
+        steps, dropped = learner.steps, learner.dropped
+        with self.engine.lock:
+            try:
+                loss = learner.learn(result.examples)  # the batch's recommendations are out
+            except Exception:  # best effort: a failed step is dropped, the stream goes on
+                logger.exception("online learning failed; the step is dropped")
+                learner.dropped += 1
+                loss = None
+        for _ in range(learner.dropped - dropped):
+            self.hooks.on_online_error()
+        self.hooks.on_learning(learner.steps - steps, loss, learner.examples_waiting)
+        if learner.in_flight:
+            crash_point("learning")
+
+    def _forget(self, users: list[str]) -> None:
+        """Erase the users named by deletion requests and tell downstream: a tombstone (null value)
+        keyed by the user on the recommendations topic, for each user whose state was here."""
+        found = forget_users(self.engine.store, users)
+        for u in found:
+            self._produce(self.topics.recommendations, None, u.encode("utf-8"))
+        self.stats.users_deleted += len(found)
+        self.hooks.on_users_removed("deleted", len(found))
+        logger.info("deletion requests for %d users; %d had state on this worker and are erased",
+                    len(users), len(found))
+
+    def _sweep(self) -> None:
+        n = self._expiry.sweep()
+        if n:
+            self.stats.users_expired += n
+            self.hooks.on_users_removed("expired", n)
+
+    # ------------------------------------------------------------------------------------- Kafka I/O
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # the client's queue is full: let the broker drain it
+                self._producer.poll(0.1)
+                self.watch.check(self._admin)
+
+    def _flush(self, clock: StageClock) -> None:
+        """Wait until the broker has acknowledged everything produced, probing it meanwhile; raise
+        :class:`BrokerUnavailable` once it has not answered, or not acknowledged, for the configured
+        time (a broker can answer metadata requests and still not take records: one restarted
+        without the topics, say)."""
+        started = time.monotonic()
+        while (left := self._producer.flush(1.0)) > 0:
+            self.watch.check(self._admin)
+            if self._stop.is_set() and not self.watch.reachable:
+                raise _Stopping
+            waited = time.monotonic() - started
+            if 0 < self.settings.broker_timeout_s < waited:
+                raise BrokerUnavailable(
+                    f"the broker has not acknowledged {left} records in {waited:.0f} s "
+                    f"(TIDE_BROKER_TIMEOUT_S={self.settings.broker_timeout_s:g}); "
+                    f"last error: {self.watch.last_error or 'none'}"
+                )
+        clock.lap("flush")
 
     def _publish_item_vectors(self, force: bool = False) -> None:
         """Publish the item vectors changed since the last publication, at most once per interval."""
         now = time.monotonic()
-        if not self._changed_items or (not force and now - self._last_publish < self.settings.item_vector_interval_ms / 1000):
+        if not self._changed_items or (
+            not force and now - self._last_publish < self.settings.item_vector_interval_ms / 1000
+        ):
             return
         self._last_publish = now
         table = self.engine.items.table
@@ -216,14 +501,13 @@ class Worker:
         stamp = time.time()
         for r, v in zip(rows, table.vectors()[rows].cpu().tolist()):
             iv = ItemVector(table.ids[r], tuple(v), stamp, version)
-            self._producer.produce(
-                self.topics.item_vectors, iv.to_json(), table.ids[r].encode("utf-8"), on_delivery=self._on_delivery
-            )
+            self._produce(self.topics.item_vectors, iv.to_json(), table.ids[r].encode("utf-8"))
 
     def _dead_letter(self, m: Message, kind: str, error: str) -> None:
+        key = m.key()
         dl = DeadLetter(
             original=m.value() or b"",
-            original_key=m.key(),
+            original_key=key,
             error=error,
             error_kind=kind,
             topic=m.topic(),
@@ -231,19 +515,25 @@ class Worker:
             offset=m.offset(),
             failed_at=time.time(),
         )
-        self._producer.produce(self.topics.dlq, dl.to_json(), m.key(), on_delivery=self._on_delivery)
+        # the DLQ record is keyed by the original key, cut to an id's length (a key can be huge too)
+        self._produce(self.topics.dlq, dl.to_json(), None if key is None else key[:255])
         self.stats.dead_letters += 1
         self.hooks.on_dead_letter(kind)
-        logger.warning(
-            "dead letter #%d %s[%d]@%d (%s): %s", self.stats.dead_letters, m.topic(), m.partition(), m.offset(), kind, error
-        )
+        # where and why, never the payload (nor ids, which could carry anything a producer wrote)
+        record_log.warning("dead letter %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), kind)
 
     def _report_gauges(self) -> None:
         store = self.engine.store
         self.hooks.on_state_bytes("users", store.approximate_bytes("users-"))
         self.hooks.on_state_bytes("items", store.approximate_bytes("items"))
+        for kind, n_bytes in store.memory_bytes().items():
+            self.hooks.on_state_memory(kind, n_bytes)
+        if not self.watch.reachable:
+            return  # the lag is unknown (streams/metrics.py shows it as NaN meanwhile)
         try:
             for tp in self._consumer.assignment():
+                if tp.topic != self.topics.interactions:
+                    continue
                 _, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=True)
                 pos = self._consumer.position([tp])[0].offset
                 if pos >= 0 and high >= 0:
@@ -257,11 +547,13 @@ class Worker:
         if self.engine.learner is not None:
             with self.engine.lock:
                 self.engine.learner.drain()  # the step in flight lands in the model the web reads
+        reachable = self.watch.reachable
         try:
-            if self.settings.publish_item_vectors:
+            if self.settings.publish_item_vectors and reachable:
                 self._publish_item_vectors(force=True)
-            self._producer.flush(10)
-            if commit and self._consumer.assignment():
+            # a broker that does not answer gets no long goodbye: what is not committed replays
+            self._producer.flush(10 if reachable else 1)
+            if commit and reachable and self._consumer.assignment():
                 self._consumer.commit(asynchronous=False)
         except KafkaException as exc:
             logger.info("final commit: %s", exc)
@@ -271,3 +563,20 @@ class Worker:
             self.stats.consumed, self.stats.folded, self.stats.skipped, self.stats.dead_letters,
             self.stats.recommendations,
         )
+
+
+def _put(key: bytes, value: bytes) -> _Batch:
+    tx = new_transaction()
+    tx.put(key, value)
+    return tx
+
+
+def _deletion(key: bytes | None) -> str:
+    """The user a record on the deletions topic names: its key."""
+    if key is None:
+        raise SchemaError("null_key", "a deletion request's key must be the user_id; it is null")
+    try:
+        user = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SchemaError("bad_id", "a deletion request's key must be UTF-8") from None
+    return check_id(user, "key")

@@ -32,7 +32,7 @@ def _run(model, item_ids, events, batch):
     for b0 in range(0, len(events), batch):
         res = users.fold(events[b0 : b0 + batch])
         items.fold(res.item_updates)
-        users.commit(res)
+        users.commit(res, items)
         recs.extend(res.recommendations)
     return store, items, recs
 
@@ -69,7 +69,7 @@ def test_replayed_events_are_skipped_and_state_unchanged(model, item_ids, log):
     events = _events(log, 0, 100)
     res = users.fold(events)
     items.fold(res.item_updates)
-    users.commit(res)
+    users.commit(res, items)
     before = dict(store.partition(user_partition_name(0)).items())
     item_mem = items.table.memory.clone()
     again = users.fold(events[40:])
@@ -223,7 +223,7 @@ def test_online_learner_steps_per_examples_in_order_whatever_the_batches(model, 
         for size in batches:
             res = users.fold(_events(log, start, start + size), example_rate=1.0)
             items.fold(res.item_updates)
-            users.commit(res)
+            users.commit(res, items)
             learner.learn(res.examples)
             steps.append(learner.steps)
             start += size
@@ -253,12 +253,13 @@ def test_background_learner_lands_the_steps_a_synchronous_one_takes(model, item_
         learner = OnlineLearner(m, users.items, cfg)
         gate = threading.Event()
         compute = learner._gradient
-        learner._gradient = lambda inputs: (gate.wait(10), compute(inputs))[1]  # held until the fold is done
+        if background:  # held until the item stage below has moved things (a synchronous step runs at once)
+            learner._gradient = lambda inputs: (gate.wait(10), compute(inputs))[1]
         start, waiting = 0, []
         for size in (10, 10, 10, 10):
             res = users.fold(_events(log, start, start + size), example_rate=1.0)
             items.fold(res.item_updates)
-            users.commit(res)
+            users.commit(res, items)
             gate.clear()
             learner.learn(res.examples)
             waiting.append(learner.examples_waiting)
@@ -313,7 +314,7 @@ def test_sampled_examples_are_the_same_events_whatever_the_batches(model, item_i
         for size in batches:
             res = users.fold(_events(log, start, start + size), example_rate=0.3)
             items.fold(res.item_updates)
-            users.commit(res)
+            users.commit(res, items)
             if res.examples is not None:
                 got.append(torch.stack([res.examples.targets, res.examples.ctx.hist_ages[:, 0].long()], 1))
             start += size

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from engine.checkpoint import save_checkpoint
 from engine.data import InteractionLog
@@ -96,8 +96,13 @@ def settings(embedded_broker: EmbeddedBroker, checkpoint_dir: Path, tmp_path: Pa
     return s
 
 
-def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    p = Producer(settings.producer_conf())
+def produce(
+    settings: Settings,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    producer_extra: dict | None = None,
+) -> None:
+    p = Producer(settings.producer_conf(**(producer_extra or {})))
     for key, value in records:
         p.produce(topic, value, key)
     assert p.flush(30) == 0
@@ -117,3 +122,55 @@ def drain(settings: Settings, topic: str, until, timeout_s: float = 60.0) -> lis
     finally:
         c.close()
     return out
+
+
+def produce_events(
+    settings: Settings, events: list[Interaction], topic: str | None = None
+) -> list[tuple[int, int]]:
+    """Produce keyed by user; return each event's (partition, offset) from its delivery report."""
+    p = Producer(settings.producer_conf())
+    where: list = [None] * len(events)
+    for k, ev in enumerate(events):
+        p.produce(
+            topic or settings.topics.interactions, ev.to_json(), ev.user_id.encode(),
+            on_delivery=lambda err, msg, k=k: where.__setitem__(k, (msg.partition(), msg.offset())),
+        )
+    assert p.flush(30) == 0
+    return where
+
+
+def committed(settings: Settings, group_id: str, topic: str, partition: int = 0) -> int:
+    """The consumer group's committed offset of ``topic``/``partition`` (-1001: none yet)."""
+    c = Consumer(settings.consumer_conf(group_id))
+    try:
+        return int(c.committed([TopicPartition(topic, partition)], timeout=10)[0].offset)
+    finally:
+        c.close()
+
+
+def read_all(settings: Settings, topic: str, timeout_s: float = 2.0) -> list:
+    """Every record of ``topic`` from the start, until nothing more arrives for ``timeout_s``."""
+    c = Consumer(settings.consumer_conf(f"read-{next(_counter)}"))
+    c.subscribe([topic])
+    out: list = []
+    quiet_since = time.monotonic()
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() - quiet_since < timeout_s or not c.assignment():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: never assigned")
+            got = [m for m in c.consume(500, 0.2) if m.error() is None]
+            if got:
+                out.extend(got)
+                quiet_since = time.monotonic()
+    finally:
+        c.close()
+    return out
+
+
+def fresh_topics(settings: Settings, tag: str, **overrides: object) -> Settings:
+    """``settings`` with topics of their own (created) and any other ``overrides``."""
+    topics = Topics(**{k: f"{v}-{tag}" for k, v in settings.topics.model_dump().items()})
+    s = settings.model_copy(update={"topics": topics, **overrides})
+    create_topics(s.bootstrap_servers, topic_specs(s))
+    return s

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 
 import jsonschema
 import pytest
 
-from engine.codec import decode_item, decode_user
-from engine.fold import user_partition_name
-from engine.state import RocksDBStateStore
 from schemas import load_schema
-from streams.broker import free_port
-from tests.integration.conftest import drain, events_log, produce, start_worker, synthetic_events, wait_for
+from tests.integration.conftest import drain, events_log, produce, start_worker, synthetic_events
 
 pytestmark = pytest.mark.integration
 
@@ -115,86 +104,6 @@ def test_malformed_records_go_to_the_dlq_while_valid_ones_flow(settings):
     assert sorted(d["error_kind"] for d in letters) == sorted(kinds)
     assert worker.stats.folded == len(valid) and worker.stats.dead_letters == len(bad)
     assert recs
-
-
-def _health(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
-
-
-def _spawn_worker(settings, port, log_path):
-    env = dict(os.environ)
-    env.update(
-        TIDE_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-        TIDE_GROUP_ID=settings.group_id,
-        TIDE_CHECKPOINT_DIR=str(settings.checkpoint_dir),
-        TIDE_STATE_DIR=str(settings.state_dir),
-        TIDE_PARTITIONS=str(settings.partitions),
-        TIDE_TOP_K=str(settings.top_k),
-        TIDE_BATCH_MAX_EVENTS="50",
-        TIDE_WEB_PORT=str(port),
-        TIDE_APP_ID=settings.group_id,
-        **{f"TIDE_TOPIC_{k.upper()}": v for k, v in settings.topics.model_dump().items()},
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT
-    )
-
-
-def test_worker_killed_mid_stream_resumes_without_loss_or_double_fold(settings, tmp_path):
-    """SIGKILL the real worker process (Faust app + hot path) mid-stream, restart it, and check that
-    every event was folded exactly once into user and item state in RocksDB."""
-    events = synthetic_events(n_users=25, per_user=40)  # 1,000 events
-    port = free_port()
-    log_path = tmp_path / "worker.log"
-    proc = _spawn_worker(settings, port, log_path)
-    try:
-        wait_for(lambda: (_health(port) or {}).get("assigned"), 90, "worker never got its partitions")
-        delivered: list = []
-
-        def feed():  # about 500 events/s, so the kill lands while events are still arriving
-            for k in range(0, len(events), 50):
-                delivered.extend(_produce_events(settings, events[k : k + 50]))
-                time.sleep(0.1)
-
-        feeder = threading.Thread(target=feed)
-        feeder.start()
-        wait_for(lambda: (_health(port) or {}).get("folded", 0) >= 200, 60, "nothing folded")
-        folded_before_kill = _health(port)["folded"]
-        proc.send_signal(signal.SIGKILL)  # mid-stream: no flush, no commit, no goodbye
-        proc.wait(10)
-        proc = _spawn_worker(settings, port, log_path)
-        feeder.join(60)
-        assert folded_before_kill < len(events)
-        drain(settings, settings.topics.recommendations, _answered(_last_sources(events, delivered)), timeout_s=120)
-        health = _health(port)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    assert proc.returncode == 0, log_path.read_text()[-3000:]
-    assert health is not None
-
-    store = RocksDBStateStore(settings.state_dir)
-    try:
-        per_user: dict[str, list] = {}
-        for ev, (p, o) in zip(events, delivered):
-            per_user.setdefault(ev.user_id, []).append((ev.item_id, p, o))
-        for user, evs in per_user.items():
-            p = evs[-1][1]
-            raw = store.partition(user_partition_name(p)).get(user.encode())
-            assert raw is not None, user
-            st = decode_user(raw)
-            assert st.offset == evs[-1][2]  # every event of the user applied …
-            L = len(st.hist_items)
-            # … in order and once: consecutive items are distinct, so a replayed fold would repeat one
-            assert st.hist_items == [item for item, _, _ in reversed(evs)][:L]
-        counts = sum(decode_item(v).count for k, v in store.partition("items").items() if k.startswith(b"i/"))
-        assert counts == len(events)  # the item stage folded each event exactly once as well
-    finally:
-        store.close()
 
 
 def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings):

@@ -1,16 +1,20 @@
+import base64
 import json
 
 import jsonschema
 import pytest
 
 from schemas import (
+    MAX_DEAD_LETTER_ORIGINAL_BYTES,
     DeadLetter,
     Interaction,
     ItemVector,
+    Limits,
     Recommendation,
     SchemaError,
     ScoredItem,
     SourceRef,
+    check_key,
     decode_interaction,
     decode_item,
     decode_recommendation,
@@ -43,8 +47,11 @@ def test_valid_interaction_decodes_and_matches_schema():
         (b'{"user_id": "u", "item_id": "a", "timestamp": 1e400, "event_type": "view"}', "not_finite"),
         (b'{"user_id": "u", "item_id": "a", "timestamp": 1, "event_type": "teleport"}', "unknown_event_type"),
         (b'{"user_id": true, "item_id": "a", "timestamp": 1, "event_type": "view"}', "bad_type"),
-        (b'{"user_id": "", "item_id": "a", "timestamp": 1, "event_type": "view"}', "bad_type"),
-        (b'{"user_id": "u", "item_id": "a", "timestamp": 1, "event_type": "view", "weight": -1}', "bad_type"),
+        (b'{"user_id": "", "item_id": "a", "timestamp": 1, "event_type": "view"}', "bad_id"),
+        (
+            b'{"user_id": "u", "item_id": "a", "timestamp": 1, "event_type": "view", "weight": -1}',
+            "out_of_range",
+        ),
         (b'{"user_id": "u", "item_id": "a", "timestamp": 1, "event_type": "view", "schema_version": 9}', "bad_version"),
         (None, "empty"),
     ],
@@ -53,18 +60,98 @@ def test_invalid_interactions_are_rejected_with_a_kind(raw, kind):
     with pytest.raises(SchemaError) as exc:
         decode_interaction(raw)
     assert exc.value.kind == kind
-    if raw is not None and kind not in ("not_json", "not_finite", "bad_version"):
+    if raw is not None and kind not in ("not_json", "not_finite", "bad_version", "bad_id"):
         # the JSON Schema rejects the same records
         try:
             obj = json.loads(raw)
         except ValueError:
             return
-        assert not _validator("interaction.v1").is_valid(obj) or kind == "bad_type" and obj.get("weight") == -1
+        assert not _validator("interaction.v1").is_valid(obj)
 
 
 def test_overlong_ids_are_rejected():
     with pytest.raises(SchemaError):
         decode_interaction(json.dumps({"user_id": "u" * 300, "item_id": "a", "timestamp": 1, "event_type": "view"}).encode())
+
+
+def _record(**fields) -> bytes:
+    base = {"user_id": "u", "item_id": "a", "timestamp": 1_700_000_000.5, "event_type": "view"}
+    return json.dumps({**base, **fields}).encode()
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    "raw, kind",
+    [
+        # 200,000 levels of nested arrays: the stdlib fallback parser recursed until RecursionError
+        (b"[" * 200_000 + b"]" * 200_000, "too_large"),
+        (b"[" * 30_000 + b"]" * 30_000, "not_json"),
+        (b'{"user_id": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", "not_json"),
+        # a timestamp beyond float32 crashed the state encoder; far-future and negative times
+        (_record(timestamp=1e300), "out_of_range"),
+        (_record(timestamp=32_503_680_000), "out_of_range"),  # the year 3000
+        (_record(timestamp=NOW + 301), "out_of_range"),
+        (_record(timestamp=-1e9), "out_of_range"),
+        (_record(weight=1e300), "out_of_range"),
+        (_record(weight=1_000.5), "out_of_range"),
+        # ids: terminal escapes, other control and format characters, lone surrogates, huge integers
+        (_record(user_id="evil\x1b[2J"), "bad_id"),
+        (_record(item_id="a\nb"), "bad_id"),
+        (_record(user_id="bidi\u202eoverride"), "bad_id"),
+        (b'{"user_id": "\\ud800", "item_id": "a", "timestamp": 1, "event_type": "view"}', "bad_id"),
+        (_record(user_id=2**70), "bad_type"),  # orjson reads it as a float
+        (
+            b'{"user_id": 1' + b"0" * 5_000 + b', "item_id": "a", "timestamp": 1, "event_type": "view"}',
+            "not_json",
+        ),
+        (_record(user_id="\u00e9" * 128), "bad_id"),  # 128 characters, 256 bytes of UTF-8
+        (_record(context="x" * 70_000), "too_large"),
+        (_record(schema_version=[[[]]]), "bad_version"),
+        (_record(timestamp=10**400), "not_finite"),
+    ],
+)
+def test_bounds_are_enforced_at_decode(raw, kind):
+    with pytest.raises(SchemaError) as exc:
+        decode_interaction(raw, now=NOW)
+    assert exc.value.kind == kind
+
+
+def test_records_within_the_bounds_are_accepted():
+    ev = decode_interaction(
+        _record(user_id="用户-42 🎵", item_id=2**63 - 1, timestamp=NOW + 299, weight=1000), now=NOW
+    )
+    assert ev.user_id == "用户-42 🎵" and ev.item_id == str(2**63 - 1) and ev.timestamp == NOW + 299
+    assert decode_interaction(_record(timestamp=0)).timestamp == 0.0
+    # without a clock (offline logs) only negative times are out of range
+    assert decode_interaction(_record(timestamp=32_503_680_000)).timestamp == 32_503_680_000
+    tight = Limits(max_message_bytes=64, clock_skew_s=0.0, max_weight=2.0)
+    with pytest.raises(SchemaError):
+        decode_interaction(_record(), tight)
+
+
+def test_the_record_key_must_be_the_user_id():
+    ev = decode_interaction(_record(user_id=7))
+    check_key(ev, b"7")
+    for key, kind in ((None, "null_key"), (b"someone-else", "key_mismatch"), (b"7 ", "key_mismatch")):
+        with pytest.raises(SchemaError) as exc:
+            check_key(ev, key)
+        assert exc.value.kind == kind
+
+
+def test_dead_letters_cut_an_oversize_original_and_say_so():
+    original = b"x" * (MAX_DEAD_LETTER_ORIGINAL_BYTES + 10)
+    dl = json.loads(DeadLetter(original, b"k" * 20_000, "e" * 10_000, "too_large", "t", 0, 1, 2.0).to_json())
+    _validator("dead_letter.v1").validate(dl)
+    assert dl["original_truncated"] is True and dl["original_bytes"] == len(original)
+    assert base64.b64decode(dl["original"]) == original[:MAX_DEAD_LETTER_ORIGINAL_BYTES]
+    assert (
+        len(base64.b64decode(dl["original_key"])) == MAX_DEAD_LETTER_ORIGINAL_BYTES
+        and len(dl["error"]) == 500
+    )
+    small = json.loads(DeadLetter(b"{}", None, "bad", "not_json", "t", 0, 1, 2.0).to_json())
+    assert small["original_truncated"] is False and small["original_bytes"] == 2
 
 
 def test_recommendation_round_trips_and_matches_schema():

@@ -14,6 +14,7 @@ def test_median_window_rate_interpolates_between_batches():
 
 
 @pytest.mark.integration
+@pytest.mark.bench
 @pytest.mark.timeout(300)
 def test_bench_runs_every_mode_and_writes_its_report(tmp_path, capsys):
     report = tmp_path / "bench.json"

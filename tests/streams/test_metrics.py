@@ -24,6 +24,7 @@ def test_series_exist_at_zero_and_hooks_feed_them():
     m.on_dead_letter("something new")
     m.on_skipped(2)
     m.on_state_bytes("users", 1234)
+    m.on_state_memory("block_cache", 4096)
     m.set_model("v1")
     m.on_learning(1, 3.5, 120)
     m.on_learning(0, None, 140)
@@ -34,6 +35,7 @@ def test_series_exist_at_zero_and_hooks_feed_them():
     assert v("tide_event_to_recommendation_seconds_count") == 3
     assert v("tide_dead_letters_total", {"reason": "other"}) == 1
     assert v("tide_state_bytes", {"store": "users"}) == 1234
+    assert v("tide_state_memory_bytes", {"kind": "block_cache"}) == 4096
     assert v("tide_model_info", {"version": "v1"}) == 1
     online = (v("tide_online_steps_total"), v("tide_online_loss"), v("tide_online_examples_waiting"))
     assert online == (1, 3.5, 140)
@@ -58,3 +60,24 @@ def test_grafana_panels_use_only_exported_metrics():
             for name in re.findall(r"\btide_[a-z_]+", expr):
                 base = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
                 assert base in METRIC_NAMES, f"{path.name}: {name} is not exported by streams/metrics.py"
+
+
+def test_fault_and_removal_series():
+    reg = CollectorRegistry()
+    m = Metrics(reg, topics=["tide.interactions"], partitions=[0])
+    v = reg.get_sample_value
+    assert v("tide_broker_up") == 1 and v("tide_kafka_errors_total", {"kind": "timed_out"}) == 0
+    assert v("tide_users_removed_total", {"reason": "expired"}) == 0
+    m.on_lag("tide.interactions", 0, 7)
+    m.on_kafka_error("timed_out")
+    m.on_kafka_error("something else")
+    m.on_broker(False)
+    assert v("tide_broker_up") == 0 and v("tide_kafka_errors_total", {"kind": "other"}) == 1
+    lag = v("tide_consumer_lag_messages", {"topic": "tide.interactions", "partition": "0"})
+    assert lag != lag  # NaN: unknown while the broker does not answer
+    m.on_broker(True)
+    m.on_users_removed("expired", 3)
+    m.on_users_removed("deleted", 1)
+    m.on_online_error()
+    assert v("tide_broker_up") == 1 and v("tide_users_removed_total", {"reason": "expired"}) == 3
+    assert v("tide_users_removed_total", {"reason": "deleted"}) == 1 and v("tide_online_errors_total") == 1

@@ -1,0 +1,135 @@
+"""What the web views answer: ``/health``, ``/users/{id}`` and ``/users/{id}/recommendations``, as
+coroutines that return (HTTP status, JSON body); streams/app.py serves them through Faust.
+
+Bad requests get a 4xx and change nothing. A lookup reads only the partitions this worker holds and
+never opens a store. ``/health`` never waits for the engine. A recommendation request takes the
+engine's lock, which the hot path holds while it folds, so it is scored on one thread of its own:
+the event loop (and with it ``/health`` and ``/metrics``) never waits for the lock, requests take
+the lock one at a time, in turn with the hot path (a fair lock, streams/runtime.py), and beyond
+:data:`MAX_PENDING` waiting requests the next are turned away with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from engine.codec import UserState, decode_user
+from schemas import SchemaError, check_id
+from streams.config import Settings
+from streams.runtime import Engine
+from streams.worker import Worker
+
+__all__ = ["MAX_AT_AHEAD_S", "MAX_K", "MAX_PENDING", "Views"]
+
+MAX_K = 1000  # items a request may ask for
+MAX_AT_AHEAD_S = 10 * 365 * 86_400.0  # how far past the clock ``at`` may be
+MAX_PENDING = 32  # recommendation requests waiting for the engine before the next get 503
+
+Answer = tuple[int, dict[str, Any]]
+
+
+class Views:
+    def __init__(self, settings: Settings, engine: Engine, worker: Worker) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.worker = worker
+        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="tide-web-score")
+        self.pending = 0
+
+    async def health(self) -> Answer:
+        h = self.worker.health()
+        h |= {"model_version": self.engine.checkpoint.version, "device": str(self.engine.device)}
+        return (200 if h["status"] == "ok" else 503), h
+
+    async def user(self, user_id: str) -> Answer:
+        if (bad := _bad_user_id(user_id)) is not None:
+            return 400, {"error": bad}
+        found = self._find(user_id)
+        if found is None:
+            return 404, {"error": "unknown user"}
+        p, s = found
+        return 200, {
+            "user_id": user_id,
+            "partition": p,
+            "last_applied_offset": s.offset,
+            "last_event_time": s.last_t,
+            "model_version": s.model_version,
+            "recent_items": s.hist_items,
+            "interest_norm": float((s.memory**2).sum() ** 0.5),
+        }
+
+    async def recommendations(self, user_id: str, query: Mapping[str, str]) -> Answer:
+        """Fresh recommendations for a user at ``?at=`` (epoch s, default now) and ``?k=`` (1 to
+        1,000, default the worker's top-k): the stored interest projected to that time (the pushed
+        recommendation is for the moment of the user's last event)."""
+        if (bad := _bad_user_id(user_id)) is not None:
+            return 400, {"error": bad}
+        try:
+            at, k = _query(query, self.settings.top_k)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        found = self._find(user_id)
+        if found is None:
+            return 404, {"error": "unknown user"}
+        if self.pending >= MAX_PENDING:
+            return 503, {"error": "busy: too many recommendation requests waiting"}
+        engine, state = self.engine, found[1]
+
+        def score() -> list[Any]:
+            with engine.lock:  # the hot path folds under the same lock
+                return engine.users.recommend(state, at, k)
+
+        self.pending += 1
+        try:
+            items = await asyncio.get_running_loop().run_in_executor(self._scorer, score)
+        finally:
+            self.pending -= 1
+        return 200, {
+            "user_id": user_id,
+            "at": at,
+            "model_version": engine.checkpoint.version,
+            "items": [
+                {"item_id": i.item_id, "score": i.score, "reason": i.reason, "evidence": i.evidence}
+                for i in items
+            ],
+        }
+
+    def _find(self, user_id: str) -> tuple[int, UserState] | None:
+        """The user's state in the partitions this worker holds (it opens no store)."""
+        key = user_id.encode("utf-8")
+        store = self.engine.store
+        for name in store.open_partitions("users-"):
+            raw = store.partition(name).get(key)
+            if raw is not None:
+                return int(name.rsplit("-", 1)[1]), decode_user(raw)
+        return None
+
+
+def _bad_user_id(user_id: str) -> str | None:
+    """Why ``user_id`` cannot be a user id (the rules of the input contract), or None."""
+    try:
+        check_id(user_id, "user_id")
+    except SchemaError as exc:
+        return str(exc)
+    return None
+
+
+def _query(query: Mapping[str, str], default_k: int) -> tuple[float, int]:
+    """``at`` (epoch s: finite, not negative, at most ten years ahead; default now) and ``k`` (1 to
+    :data:`MAX_K`) of a recommendations request; ValueError says what is wrong."""
+    now = time.time()
+    try:
+        at = float(query.get("at", now))
+    except ValueError:
+        raise ValueError("at must be a number: epoch seconds") from None
+    if not math.isfinite(at) or at < 0 or at > now + MAX_AT_AHEAD_S:
+        raise ValueError("at must be finite epoch seconds, not negative and at most ten years ahead")
+    raw_k = query.get("k", str(default_k))
+    if not (raw_k.isascii() and raw_k.isdigit() and len(raw_k) <= 4 and 1 <= int(raw_k) <= MAX_K):
+        raise ValueError(f"k must be an integer from 1 to {MAX_K}")
+    return at, int(raw_k)
