@@ -108,7 +108,7 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(embedded_broker, checkpoint_dir, tmp_path_factory):  # type: ignore[no-untyped-def]
+def rig(embedded_broker, checkpoint_dir, tmp_path_factory, request):  # type: ignore[no-untyped-def]
     from streams.config import Settings, Topics
 
     base = Settings(
@@ -126,10 +126,15 @@ def rig(embedded_broker, checkpoint_dir, tmp_path_factory):  # type: ignore[no-u
     alive = r.thread.is_alive()
     r.close()
     total = sum(r.tried.values())
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        _print_tried(r.tried, total, alive)
+
+
+def _print_tried(tried: Counter[str], total: int, alive: bool) -> None:
     print(
-        f"\n[fuzz] {total:,} records tried on the broker ({r.tried['valid']:,} valid, "
-        f"{total - r.tried['valid']:,} bad: "
-        + ", ".join(f"{k} {n}" for k, n in sorted(r.tried.items()) if k != "valid")
+        f"\n[fuzz] {total:,} records tried on the broker ({tried['valid']:,} valid, "
+        f"{total - tried['valid']:,} bad: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(tried.items()) if k != "valid")
         + f"); worker alive: {alive}"
     )
 

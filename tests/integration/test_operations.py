@@ -63,7 +63,7 @@ def _metric(port: int, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
-def test_web_views_broker_stall_and_broker_loss(checkpoint_dir, tmp_path):
+def test_web_views_broker_stall_and_broker_loss(checkpoint_dir, tmp_path, capsys):
     broker = EmbeddedBroker()
     broker.start()
     port, log = free_port(), tmp_path / "worker.log"
@@ -165,5 +165,7 @@ def test_web_views_broker_stall_and_broker_loss(checkpoint_dir, tmp_path):
         {u.n_events for k, u in users.items() if k != b"user-0"} == {10}
         and users[b"user-0"].n_events == 11
     )
-    print(f"\n[operations] a 4 s stall (session timeout 3 s): all {len(delivered)} events folded once and "
-          f"answered {recovery_s:.1f} s after it ended; lost broker: exit status 3 after {exit_s:.1f} s")
+    with capsys.disabled():
+        print(f"\n[operations] a 4 s stall (session timeout 3 s): all {len(delivered)} events folded once"
+              f" and answered {recovery_s:.1f} s after it ended;"
+              f" lost broker: exit status 3 after {exit_s:.1f} s")
