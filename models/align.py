@@ -1,8 +1,8 @@
 """Alignment of item text with what interactions teach (graph-representation alignment).
 
-A sentence encoder's L2-normalised text vector t_i (engine/text.py) is projected into the interest
+A sentence encoder's L2-normalised text vector t_i (engine/catalog/text.py) is projected into the interest
 space of the co-interaction graph, P(t_i) = W_2 GELU(W_1 t_i), and trained so that it lands near
-the item's collaborative vector c_i there (engine/cointeraction.py: what interactions say the item
+the item's collaborative vector c_i there (engine/catalog/cointeraction.py: what interactions say the item
 has in common with others). The objective is InfoNCE over a batch of items with enough history
 (CLIP's, text → collaborative direction):
 

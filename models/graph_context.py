@@ -11,7 +11,7 @@ snapshots,
 with X the items' static embeddings, so an item's vector can take in what its neighbours of recent
 windows are like (models/interest.py adds W_g H_k to the item vectors).
 
-With a catalogue, the item–attribute edges (``genre=jazz``, ``brand=…``; engine/catalog.py) join
+With a catalogue, the item–attribute edges (``genre=jazz``, ``brand=…``; engine/catalog/knowledge.py) join
 every snapshot as typed nodes: one node per attribute value, its features and state the mean of
 its items', linked to each of its items both ways; so two items that share a genre or a brand
 inform each other through the convolution even if no one has used both.

@@ -14,13 +14,13 @@ query time t_q, a gap Δ = t_q − t_u after the user's last event (JODIE's proj
 
 and an item's score adds a learned bias, a learned function of the user's own relation to the item,
 learned weights on the item's global popularity, and how close the item is to the user's recent
-items in the co-interaction space (engine/cointeraction.py):
+items in the co-interaction space (engine/catalog/cointeraction.py):
 
 .. math::  score(u, i) = q_u \\cdot v_i + b_i + g(x_{ui}) + w^\\top p_i + β \\cos(h_u, c_i)
 
 where x_ui holds the user's profile features of item i (recency-weighted counts Σ γ^(events ago)
 for each decay γ, the count, how recently in time and in distinct items the user last used i; see
-engine/profile.py) and the transition from the user's last item to i (log count and share of the
+engine/fold/profile.py) and the transition from the user's last item to i (log count and share of the
 last item's transitions) and the gap Δ, so how much the user's own history counts depends on how
 long they have been away; g is a small MLP with g(0) = 0, and p_i is log decayed popularity at several horizons. On real logs most
 interactions return to an item the user already used, and the strongest simple baselines are
@@ -29,7 +29,7 @@ exactly these statistics; the model learns how to weigh them against the memory.
 c_i is the item's unit vector in the co-interaction space (fixed, from the training log), h_u the
 recency-weighted direction of the user's recent items there, Σ_l 0.5^l c_{hist_l}; an item no one
 has used yet has no c_i of its own and takes its knowledge vector k_i instead (its text aligned
-into that space, models/align.py, and its attributes' neighbourhood, engine/catalog.py), handing
+into that space, models/align.py, and its attributes' neighbourhood, engine/catalog/knowledge.py), handing
 over as interactions arrive: c_i ← λ_i c_i + (1 − λ_i) k_i, λ_i = n_i / (n_i + n_0).
 """
 

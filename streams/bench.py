@@ -102,7 +102,7 @@ class ModeResult:
 def workload(opts: BenchOptions) -> tuple[list[str], list[str], list[str]]:
     """Users, items (as ids) of the throughput phase, and the catalogue."""
     if opts.data is not None:
-        from engine.data import read_csv
+        from engine.offline.data import read_csv
 
         log = read_csv(opts.data)
         n = min(opts.events, len(log))
@@ -194,8 +194,8 @@ class _NoopStage:
     def fold(self, events: Sequence[Any], targets: Any = None, example_rate: float = 0.0) -> Any:
         import torch
 
-        from engine.fold import FoldResult
-        from engine.items import ItemUpdates
+        from engine.fold.users import FoldResult
+        from engine.fold.items import ItemUpdates
         from schemas import Recommendation, ScoredItem, SourceRef
 
         last = {e.event.user_id: e for e in events}
@@ -400,10 +400,10 @@ def _write_users(state_dir: Path, n_users: int, catalogue: list[str], dim: int, 
     """``n_users`` users u0…u{n-1} in partition 0's state, each with a full history and profile (256
     different ones in turn: users who all share one last item would make it a hub whose transitions
     reach the whole catalogue)."""
-    from engine.codec import UserState, encode_user
-    from engine.context import HISTORY, apply_event
-    from engine.fold import user_partition_name
-    from engine.state import RocksDBStateStore, new_transaction
+    from engine.state.codec import UserState, encode_user
+    from engine.fold.context import HISTORY, apply_event
+    from engine.fold.users import user_partition_name
+    from engine.state.store import RocksDBStateStore, new_transaction
 
     rng = np.random.default_rng(1)
     values = []

@@ -2,9 +2,9 @@
 
 Every worker reads every partition of ``tide.items`` from the beginning: a compacted topic is a
 table, and every worker scores against every item. Records are decoded and validated (invalid ones
-go to the dead-letter topic), text that changed is encoded in batches (engine/text.py) in this
+go to the dead-letter topic), text that changed is encoded in batches (engine/catalog/text.py) in this
 thread while the hot path keeps folding, and the changes are applied to the item table under the
-engine lock, where a new item becomes recommendable at once (engine/catalog.py). Entries (title,
+engine lock, where a new item becomes recommendable at once (engine/catalog/knowledge.py). Entries (title,
 attributes, text digest and vector) are kept in RocksDB, so a restart re-reads the topic without
 re-encoding unchanged text. A tombstone (null value) is ignored: an item, once known, stays
 scoreable; take it out of recommendations downstream.
@@ -29,12 +29,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from engine.catalog import Catalog, CatalogEntry
-from engine.codec import decode_catalog_entry, encode_catalog_entry
-from engine.data import read_catalog
+from engine.catalog.knowledge import Catalog, CatalogEntry
+from engine.state.codec import decode_catalog_entry, encode_catalog_entry
+from engine.offline.data import read_catalog
 from engine.hooks import FoldHooks, NullHooks
-from engine.state import PartitionStore, new_transaction
-from engine.text import TextEncoder
+from engine.state.store import PartitionStore, new_transaction
+from engine.catalog.text import TextEncoder
 from schemas import Item, SchemaError, decode_item
 from streams.config import Settings
 from streams.liveness import kafka_logger

@@ -55,8 +55,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.checkpoint import save_checkpoint
-    from engine.data import read_csv
-    from engine.train import train
+    from engine.offline.data import read_csv
+    from engine.offline.train import train
 
     settings = _settings(checkpoint_dir=args.out, bootstrap_servers=args.bootstrap)
     if args.topic:
@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training on {n:,} of {len(log):,} interactions from {source} ({cfg.epochs} epochs)", flush=True)
     res = train(log.slice(0, n), cfg, attributes=catalog.attribute_edges if catalog else None)
     if catalog is not None:
-        from engine.alignment import fit_alignment
+        from engine.catalog.alignment import fit_alignment
 
         meta["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
     path = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg) | meta)
@@ -90,8 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _configs(path: Path | None):  # type: ignore[no-untyped-def]
     """Training and online-learning hyper-parameters: defaults, overridden by a JSON file
     ``{"train": {...}, "online": {...}}``."""
-    from engine.online import OnlineConfig
-    from engine.train import TrainConfig
+    from engine.fold.online import OnlineConfig
+    from engine.offline.train import TrainConfig
 
     raw = json.loads(Path(path).read_text()) if path else {}
     return TrainConfig(**raw.get("train", {})), OnlineConfig(**raw.get("online", {}))
@@ -108,7 +108,7 @@ def _load_catalog(path: Path, text_model: Path | None, device: str):  # type: ig
 def cmd_synthetic(args: argparse.Namespace) -> int:
     """Write a synthetic catalogue (JSON lines) and interaction log (CSV) whose item text carries the
     users' planted interests, with a share of items that appear only late (cold start)."""
-    from engine.synthetic import catalog_log, write_catalog, write_log_csv
+    from engine.offline.synthetic import catalog_log, write_catalog, write_log_csv
 
     cl = catalog_log(
         n_users=args.users, n_items=args.items, n_topics=args.topics, events_per_user=args.events_per_user,
@@ -128,7 +128,7 @@ def cmd_encode_bench(args: argparse.Namespace) -> int:
     """Item text encoding throughput on this machine."""
     import torch
 
-    from engine.text import TextEncoder, encode_throughput
+    from engine.catalog.text import TextEncoder, encode_throughput
     from streams.runtime import pick_device
 
     settings = _settings(text_model=args.text_model)
@@ -147,7 +147,7 @@ def cmd_encode_bench(args: argparse.Namespace) -> int:
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     """Load a catalogue file into the items topic (keyed by item id; the topic is compacted)."""
-    from engine.data import read_catalog
+    from engine.offline.data import read_catalog
     from streams.catalog import produce_catalog
 
     settings = _settings(bootstrap_servers=args.bootstrap)
@@ -160,12 +160,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from engine.alignment import fit_alignment
+    from engine.catalog.alignment import fit_alignment
     from engine.checkpoint import load_checkpoint
-    from engine.data import read_csv
-    from engine.evaluation import evaluate_stream
-    from engine.protocols import split_log
-    from engine.train import train
+    from engine.offline.data import read_csv
+    from engine.offline.evaluation import evaluate_stream
+    from engine.offline.protocols import split_log
+    from engine.offline.train import train
     from streams.report import build_report, plot_over_time, write_report
     from streams.runtime import pick_device
 
@@ -211,9 +211,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cold_start(args, log, split, catalog, train_cfg, online_cfg, extra) -> int:  # type: ignore[no-untyped-def]
-    from engine.alignment import fit_alignment
-    from engine.cold_start import cold_start_split, evaluate_cold_start
-    from engine.train import train
+    from engine.catalog.alignment import fit_alignment
+    from engine.offline.cold_start import cold_start_split, evaluate_cold_start
+    from engine.offline.train import train
 
     if catalog is None:
         print("--cold-start needs --catalog (the held-out items are known only by their text and attributes)")
@@ -261,7 +261,7 @@ def _print_table(report: dict) -> None:  # type: ignore[type-arg]
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from engine.data import read_csv
+    from engine.offline.data import read_csv
     from streams.replay import replay
 
     settings = _settings(bootstrap_servers=args.bootstrap)
@@ -365,7 +365,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from engine.train import TrainConfig
+    from engine.offline.train import TrainConfig
     from streams.config import Settings
 
     defaults = Settings()

@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     online_learning: bool = True
     online_lr: float = 1e-4
     online_examples_per_step: int = 200
-    online_example_rate: float = 0.1  # the share of events that are examples (engine/online.py)
-    online_background: bool = True  # gradients on their own thread, beside the fold (engine/online.py)
+    online_example_rate: float = 0.1  # the share of events that are examples (engine/fold/online.py)
+    online_background: bool = True  # gradients on their own thread, beside the fold (engine/fold/online.py)
     # torch's intra-op threads in the worker. One per worker: on small machines the worker shares
     # the cores with the broker client threads (and often the broker), and two spinning OpenMP threads
     # on a busy core made the fold three times slower here; scale out with partitions and workers.

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.alignment import fit_alignment
-from engine.baselines import RecencyFrequency
+from engine.catalog.alignment import fit_alignment
+from engine.offline.baselines import RecencyFrequency
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import read_catalog, read_csv
-from engine.evaluation import evaluate_stream, next_items, ranking_metrics
-from engine.train import TrainConfig, train
+from engine.offline.data import read_catalog, read_csv
+from engine.offline.evaluation import evaluate_stream, next_items, ranking_metrics
+from engine.offline.train import TrainConfig, train
 from schemas import Recommendation
 from streams.broker import EmbeddedBroker, create_topics, free_port
 from streams.catalog import load_catalog_file, produce_catalog

@@ -5,7 +5,7 @@ to every partition of that topic, so it reaches whichever worker holds the user'
 partitioner the interactions' producers use; a producer that writes the tombstone itself with the
 same client and key as the user's interactions reaches the same worker with one record. The worker
 erases the user's state for good and writes a tombstone keyed by the user to
-``tide.recommendations`` (streams/worker.py, engine/retention.py).
+``tide.recommendations`` (streams/worker.py, engine/state/retention.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 from tqdm import tqdm
 
-from engine.data import InteractionLog
+from engine.offline.data import InteractionLog
 from schemas import EVENT_TYPES, Interaction
 
 __all__ = ["ReplayResult", "replay"]

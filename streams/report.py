@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.evaluation import RowRanks, ranking_metrics, split_masks, summarize
-from engine.protocols import Split
+from engine.offline.evaluation import RowRanks, ranking_metrics, split_masks, summarize
+from engine.offline.protocols import Split
 
 __all__ = ["build_report", "plot_over_time", "write_report"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from engine.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
-from engine.fold import UserStage
-from engine.items import ItemStage, ItemTable
-from engine.online import OnlineConfig, OnlineLearner
-from engine.state import RocksDBStateStore
+from engine.fold.users import UserStage
+from engine.fold.items import ItemStage, ItemTable
+from engine.fold.online import OnlineConfig, OnlineLearner
+from engine.state.store import RocksDBStateStore
 from streams.config import Settings
 
 __all__ = ["Engine", "FairLock", "load_engine", "online_config", "pick_device", "resolve_checkpoint"]

@@ -455,7 +455,7 @@ def run_soak(opts: SoakOptions) -> dict[str, Any]:
             "peak_bytes": max(rss) if rss else None,
             "final_bytes": rss[-1] if rss else None,
             "slope": rss_slope([s["t_s"] for s in samples if s["rss_bytes"] is not None], rss),
-            # RocksDB's block cache and memtables fill up to fixed budgets (engine/state.py): without
+            # RocksDB's block cache and memtables fill up to fixed budgets (engine/state/store.py): without
             # them, what remains is the process's own memory
             "slope_less_rocksdb": rss_slope(*_less_rocksdb(samples)),
         },

@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 from confluent_kafka import Consumer
 
-from engine.data import InteractionLog
+from engine.offline.data import InteractionLog
 from schemas import SchemaError, decode_interaction
 from streams.config import Settings
 

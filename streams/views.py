@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from engine.codec import UserState, decode_user
+from engine.state.codec import UserState, decode_user
 from schemas import SchemaError, check_id
 from streams.config import Settings
 from streams.runtime import Engine

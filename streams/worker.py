@@ -33,10 +33,10 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from engine.fold import FoldResult, SourcedEvent
+from engine.fold.users import FoldResult, SourcedEvent
 from engine.hooks import FoldHooks, NullHooks, StageClock
-from engine.retention import ExpirySweep, forget_users
-from engine.state import _Batch, new_transaction
+from engine.state.retention import ExpirySweep, forget_users
+from engine.state.store import _Batch, new_transaction
 from schemas import DeadLetter, ItemVector, SchemaError, check_id, check_key, decode_interaction
 from streams.catalog import CatalogStage
 from streams.config import Settings

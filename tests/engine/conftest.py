@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data import InteractionLog
+from engine.offline.data import InteractionLog
 from models.interest import InterestConfig, InterestModel
 
 

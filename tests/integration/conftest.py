@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from engine.checkpoint import save_checkpoint
-from engine.data import InteractionLog
-from engine.train import TrainConfig, train
+from engine.offline.data import InteractionLog
+from engine.offline.train import TrainConfig, train
 from schemas import Interaction
 from streams.broker import EmbeddedBroker, create_topics
 from streams.config import Settings, Topics

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from engine.alignment import AlignTrainConfig, fit_alignment
-from engine.catalog import Catalog
+from engine.catalog.alignment import AlignTrainConfig, fit_alignment
+from engine.catalog.knowledge import Catalog
 from engine.checkpoint import save_checkpoint
-from engine.text import TextEncoder
-from engine.train import TrainConfig, train
+from engine.catalog.text import TextEncoder
+from engine.offline.train import TrainConfig, train
 from schemas import Item
 from tests.integration.conftest import (
     N_ITEMS,

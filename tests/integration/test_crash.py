@@ -21,8 +21,8 @@ import time
 import numpy as np
 import pytest
 
-from engine.codec import decode_item, decode_user
-from engine.state import RocksDBStateStore
+from engine.state.codec import decode_item, decode_user
+from engine.state.store import RocksDBStateStore
 from tests.integration.conftest import (
     committed,
     fresh_topics,

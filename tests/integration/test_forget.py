@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from engine.codec import decode_user
-from engine.state import RocksDBStateStore
+from engine.state.codec import decode_user
+from engine.state.store import RocksDBStateStore
 from schemas import Interaction
 from streams.forget import request_deletion
 from tests.integration.conftest import (

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.codec import decode_user
-from engine.state import RocksDBStateStore
+from engine.state.codec import decode_user
+from engine.state.store import RocksDBStateStore
 from schemas import Interaction
 from streams.broker import EmbeddedBroker, create_topics, free_port
 from streams.config import Settings

@@ -112,8 +112,8 @@ def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings
     import numpy as np
 
     from engine.checkpoint import latest_checkpoint, load_checkpoint
-    from engine.evaluation import evaluate_stream
-    from engine.online import OnlineConfig
+    from engine.offline.evaluation import evaluate_stream
+    from engine.fold.online import OnlineConfig
     from streams.broker import create_topics
     from streams.config import Topics
     from streams.topics import topic_specs

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from engine.codec import decode_user
+from engine.state.codec import decode_user
 from schemas import Interaction
 from streams.worker import FOLD_FAILURES_BEFORE_STOP, EngineFault
 from tests.integration.conftest import drain, fresh_topics, produce, start_worker, synthetic_events, wait_for

@@ -64,7 +64,7 @@ def test_security_settings_reach_every_kafka_client(secure, monkeypatch, caplog,
     import streams.replay
     import streams.topic_log
     import streams.worker
-    from engine.data import InteractionLog
+    from engine.offline.data import InteractionLog
     from streams.catalog import CatalogStage, produce_catalog
     from streams.forget import request_deletion
     from streams.reader import RecommendationReader

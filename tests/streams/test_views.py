@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from engine.codec import UserState, encode_user
-from engine.context import apply_event
-from engine.state import new_transaction
+from engine.state.codec import UserState, encode_user
+from engine.fold.context import apply_event
+from engine.state.store import new_transaction
 from streams.config import Settings
 from streams.views import MAX_PENDING, Views
 

@@ -1,0 +1,71 @@
+"""Scoring every item for a batch of users: one function for training, online learning and serving,
+so the three see exactly the same inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.fold.context import UserContext
+from engine.fold.graph import ItemGraph
+from models.interest import InterestModel
+
+__all__ = ["CONTEXT_ITEMS", "GraphInputs", "graph_inputs", "score_items"]
+
+CONTEXT_ITEMS = 4  # the user's most recent distinct items whose transitions feed the scorer
+
+
+@dataclass(frozen=True)
+class GraphInputs:
+    """What scoring reads from the item graph for a batch of users, taken at one moment: the
+    transition pairs of :meth:`ItemGraph.transition_pairs` and the popularity ``[N, H]``."""
+
+    transitions: tuple[Tensor, Tensor, Tensor]
+    trending: Tensor
+
+
+def graph_inputs(graph: ItemGraph, ctx: UserContext, n_items: int, device: torch.device) -> GraphInputs:
+    return GraphInputs(
+        graph.transition_pairs(ctx.prof_rows[:, :CONTEXT_ITEMS].cpu().numpy(), n_items, device),
+        graph.trending(n_items, device),
+    )
+
+
+def score_items(
+    model: InterestModel, graph: ItemGraph | GraphInputs, vectors: Tensor, bias: Tensor, mem: Tensor,
+    ctx: UserContext,
+    content: Tensor | None = None,
+    queries: list[Tensor] | None = None,
+    sequence_grad: bool = True,
+) -> Tensor:
+    """Scores ``[B, N]`` of the ``N`` items with ``vectors`` ``[N, d]``, ``bias`` ``[N]`` and co-interaction
+    vectors ``content`` ``[N, k]`` for users with memories ``mem`` ``[B, d]`` and contexts ``ctx`` (on the
+    same device), reading the item graph now or, given :class:`GraphInputs`, as it was when those
+    were taken. With ``queries``, the users' query vectors ``[B, d]`` are appended to it (for the
+    multi-task head)."""
+    n = vectors.shape[0]
+    dev = mem.device
+    seq_len = min(model.cfg.seq_len, ctx.hist_rows.shape[1])
+    hist = ctx.hist_rows[:, :seq_len]
+    valid = hist >= 0
+    hist_vecs = vectors[hist.clamp(min=0)] * valid.unsqueeze(-1)  # [B, L, d]
+    last = ctx.last_rows
+    last_vec = vectors[last.clamp(min=0)] * (last >= 0).unsqueeze(-1)
+    q = model.query(
+        mem, last_vec, hist_vecs, ctx.hist_ages[:, :seq_len], ctx.hist_types[:, :seq_len], valid, ctx.gap,
+        sequence_grad,
+    )
+    if queries is not None:
+        queries.append(q)
+    g = graph if isinstance(graph, GraphInputs) else graph_inputs(graph, ctx, n, dev)
+    users_content = None
+    if content is not None:
+        decay = 0.5 ** torch.arange(seq_len, device=dev, dtype=content.dtype)  # [L]
+        h = (content[hist.clamp(min=0)] * (valid * decay).unsqueeze(-1)).sum(1)  # [B, k]
+        users_content = (F.normalize(h, dim=-1), content)
+    return model.scores(
+        q, vectors, bias, ctx.prof_rows, ctx.prof_feats, g.transitions, g.trending, ctx.gap, users_content
+    )

@@ -1,0 +1,51 @@
+import torch
+
+from engine.catalog.knowledge import Catalog
+from engine.state.codec import UserState
+from engine.fold.context import HISTORY, apply_event, user_contexts
+from engine.fold.explain import explain
+from engine.fold.items import ItemTable
+from models.interest import InterestConfig, InterestModel
+from schemas import Item
+
+
+def _table(content: torch.Tensor) -> ItemTable:
+    torch.manual_seed(0)
+    m = InterestModel(InterestConfig(n_items=len(content), dim=8, content_dim=content.shape[1])).eval()
+    m.item_counts.fill_(1000.0)  # long past the handover from catalogue knowledge
+    m.item_content.copy_(content)
+    return ItemTable(m, [f"i{k}" for k in range(len(content))], torch.device("cpu"))
+
+
+def _history(table: ItemTable, *items: str) -> torch.Tensor:
+    """``[1, 16]`` rows of a user's last events, most recent first, as a context holds them."""
+    st = UserState.empty(8)
+    for k, item in enumerate(reversed(items)):
+        apply_event(st, item, float(k), 0, 4)
+    return user_contexts([st], table.rows, 4, HISTORY).hist_rows
+
+
+def test_reasons_name_the_evidence():
+    content = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.99, 0.14], [-1.0, 0.0]])
+    table = _table(content)
+    table.attach_catalog(Catalog())
+    cat = table.catalog
+    cat.upsert(
+        [Item("i1", "Blue Train", attributes={"genre": "jazz"}), Item("i3", "Kind of Blue", attributes={"genre": "jazz"}),
+         Item("new", "So What", attributes={"genre": "jazz"})],
+        None,
+    )
+    table.catalog_changed(["i1", "i3", "new"])
+    rows = torch.tensor([[table.index["i0"], 2, 3, table.index["new"]]])
+    (reasons,) = explain(table, _history(table, "i0", "i1"), rows)
+    assert reasons[0] == ("you just used this", 1.0)
+    assert reasons[1][0] == "like i0" and reasons[1][1] > 0.9  # close in the co-interaction space
+    assert reasons[2][0] == "same genre (jazz) as Blue Train" and reasons[2][1] == 1.0
+    assert reasons[3][0] == "same genre (jazz) as Blue Train"  # a new item, explained by its attribute
+    assert all(isinstance(s, float) for _, s in reasons)
+
+
+def test_a_recommendation_with_no_evidence_says_so():
+    table = _table(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    (reasons,) = explain(table, _history(table, "i0"), torch.tensor([[1]]))
+    assert reasons[0][0] == "matches your current interests" and reasons[0][1] == 0.0
