@@ -27,7 +27,9 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-def save_checkpoint(directory: str | Path, model: InterestModel, item_ids: list[str], meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    directory: str | Path, model: InterestModel, item_ids: list[str], meta: dict[str, Any]
+) -> Path:
     """Write ``<directory>/<version>.pt`` and return its path. The version names the time and weights."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -60,8 +62,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     model = InterestModel(InterestConfig(**payload["config"]))
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     # counts, the co-interaction term and the event-type head are absent from older checkpoints
-    if unexpected or set(missing) - {"item_counts", "item_content", "content_weight", "type_head.weight", "type_head.bias"}:
-        raise ValueError(f"{path}: checkpoint does not match its config: missing {missing}, unexpected {unexpected}")
+    if unexpected or set(missing) - {
+        "item_counts", "item_content", "content_weight", "type_head.weight", "type_head.bias"
+    }:
+        raise ValueError(
+            f"{path}: checkpoint does not match its config: missing {missing}, unexpected {unexpected}"
+        )
     model.to(device).eval()
     return Checkpoint(model, list(payload["item_ids"]), payload["version"], payload.get("meta", {}))
 

@@ -6,7 +6,10 @@ the item's collaborative vector c_i there (engine/catalog/cointeraction.py: what
 has in common with others). The objective is InfoNCE over a batch of items with enough history
 (CLIP's, text → collaborative direction):
 
-.. math::  L = -\\frac{1}{B} \\sum_i \\log \\frac{\\exp(\\cos(P(t_i), c_i) / τ)}{\\sum_j \\exp(\\cos(P(t_i), c_j) / τ)}
+.. math::
+
+    L = -\\frac{1}{B} \\sum_i
+        \\log \\frac{\\exp(\\cos(P(t_i), c_i) / τ)}{\\sum_j \\exp(\\cos(P(t_i), c_j) / τ)}
 
 Only directions matter: aligned vectors are unit vectors, like the c_i they stand in for.
 """
@@ -38,7 +41,9 @@ class TextAlignment(nn.Module):
     def __init__(self, cfg: AlignConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.proj = nn.Sequential(nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.dim))
+        self.proj = nn.Sequential(
+            nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.dim)
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -47,7 +47,9 @@ class GraphSnapshotModel(nn.Module):
             return self.cell(x, edge_index, edge_weight, h)
         rows, attrs, n_attr = attributes
         n = x.shape[0]
-        size = torch.zeros(n_attr, device=x.device).index_add_(0, attrs, torch.ones_like(attrs, dtype=x.dtype))
+        size = torch.zeros(n_attr, device=x.device).index_add_(
+            0, attrs, torch.ones_like(attrs, dtype=x.dtype)
+        )
 
         def mean(v: Tensor) -> Tensor:  # [A, d]: each attribute node's mean over its items
             total = torch.zeros(n_attr, v.shape[1], device=v.device).index_add_(0, attrs, v[rows])

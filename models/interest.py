@@ -10,7 +10,9 @@ A user's query is built from the memory, the vector of the last item used (a lea
 and the sequence model's summary of the last L events (models/sequence.py), then projected to the
 query time t_q, a gap Δ = t_q − t_u after the user's last event (JODIE's projection):
 
-.. math::  q_u(t_q) = \\mathrm{MLP}([s_u \\,\\|\\, v_{last(u)} \\,\\|\\, z_u]) \\odot (1 + W_p \\phi(\\log(1 + Δ)))
+.. math::
+
+    q_u(t_q) = \\mathrm{MLP}([s_u \\,\\|\\, v_{last(u)} \\,\\|\\, z_u]) \\odot (1 + W_p \\phi(\\log(1 + Δ)))
 
 and an item's score adds a learned bias, a learned function of the user's own relation to the item,
 learned weights on the item's global popularity, and how close the item is to the user's recent
@@ -22,9 +24,10 @@ where x_ui holds the user's profile features of item i (recency-weighted counts 
 for each decay γ, the count, how recently in time and in distinct items the user last used i; see
 engine/fold/profile.py) and the transition from the user's last item to i (log count and share of the
 last item's transitions) and the gap Δ, so how much the user's own history counts depends on how
-long they have been away; g is a small MLP with g(0) = 0, and p_i is log decayed popularity at several horizons. On real logs most
-interactions return to an item the user already used, and the strongest simple baselines are
-exactly these statistics; the model learns how to weigh them against the memory.
+long they have been away; g is a small MLP with g(0) = 0, and p_i is log decayed popularity at
+several horizons. On real logs most interactions return to an item the user already used, and the
+strongest simple baselines are exactly these statistics; the model learns how to weigh them against
+the memory.
 
 c_i is the item's unit vector in the co-interaction space (fixed, from the training log), h_u the
 recency-weighted direction of the user's recent items there, Σ_l 0.5^l c_{hist_l}; an item no one
@@ -39,6 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.align import AlignConfig, TextAlignment
@@ -46,12 +50,14 @@ from models.graph_context import GraphSnapshotModel
 from models.memory import MemoryConfig, TemporalMemory
 from models.sequence import SequenceConfig, SequenceEncoder
 
-__all__ = ["InterestConfig", "InterestModel"]
+__all__ = ["InterestConfig", "InterestModel", "ScoringInputs"]
 
 
 @dataclass(frozen=True)
 class InterestConfig:
-    n_items: int
+    """The model's sizes and switches, saved in every checkpoint so that it rebuilds its own model."""
+
+    n_items: int = 0  # rows of the item tables; training sets it from its log
     dim: int = 64
     time_dim: int = 16
     n_event_types: int = 8
@@ -73,11 +79,18 @@ class InterestConfig:
     text_dim: int = 0  # width of the item text vectors; 0: no text alignment
     handover: float = 10.0  # n_0: interactions after which an item is half its own, half its knowledge
 
+    def __post_init__(self) -> None:
+        # JSON gives a list; a tuple keeps the config hashable and equal to the one a checkpoint rebuilds
+        object.__setattr__(self, "trending_horizons", tuple(self.trending_horizons))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class InterestModel(nn.Module):
+    item_counts: Tensor  # [N] buffers, typed for mypy (register_buffer does not declare them)
+    item_content: Tensor  # [N, k]
+
     def __init__(self, cfg: InterestConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -88,16 +101,21 @@ class InterestModel(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(cfg.n_items))
         self.mem_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.sequence = SequenceEncoder(SequenceConfig(cfg.dim, cfg.time_dim, cfg.n_event_types))
-        self.query_mlp = nn.Sequential(nn.Linear(3 * cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
+        self.query_mlp = nn.Sequential(
+            nn.Linear(3 * cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim)
+        )
         self.projection = nn.Linear(cfg.time_dim, cfg.dim, bias=False)
         n_feat = cfg.n_profile_features + cfg.n_transition_features + 1
-        self.pair_mlp = nn.Sequential(nn.Linear(n_feat, cfg.feature_hidden), nn.GELU(), nn.Linear(cfg.feature_hidden, 1))
+        self.pair_mlp = nn.Sequential(
+            nn.Linear(n_feat, cfg.feature_hidden), nn.GELU(), nn.Linear(cfg.feature_hidden, 1)
+        )
         self.trend = nn.Linear(len(cfg.trending_horizons), 1, bias=False)
         self.graph_model = GraphSnapshotModel(cfg.dim)
         self.graph_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
         # item text → co-interaction space
         self.align = (
-            TextAlignment(AlignConfig(cfg.text_dim, cfg.content_dim)) if cfg.text_dim > 0 and cfg.content_dim > 0 else None
+            TextAlignment(AlignConfig(cfg.text_dim, cfg.content_dim))
+            if cfg.text_dim > 0 and cfg.content_dim > 0 else None
         )
         # interactions per item in the training log: how far each item has handed over from its knowledge
         self.register_buffer("item_counts", torch.zeros(cfg.n_items))
@@ -146,8 +164,8 @@ class InterestModel(nn.Module):
         return g if self.cfg.use_time_projection else torch.zeros_like(g)
 
     def query(
-        self, user_mem: Tensor, last_item_vec: Tensor, hist_vecs: Tensor, hist_ages: Tensor, hist_types: Tensor,
-        hist_valid: Tensor, gap: Tensor, sequence_grad: bool = True,
+        self, user_mem: Tensor, last_item_vec: Tensor, hist_vecs: Tensor, hist_ages: Tensor,
+        hist_types: Tensor, hist_valid: Tensor, gap: Tensor, sequence_grad: bool = True,
     ) -> Tensor:
         """The user's query vector ``[B, d]`` at the query time: memories ``[B, d]``, last item vectors
         ``[B, d]`` (zeros for a user with no history), the last events ``[B, L, …]`` (see
@@ -169,7 +187,8 @@ class InterestModel(nn.Module):
         return q * (1 + self.projection(self.memory.time_enc(10.0 * self.gap_code(gap))))
 
     def pair_features(
-        self, prof_rows: Tensor, prof_feats: Tensor, trans: tuple[Tensor, Tensor, Tensor], gap: Tensor, n_items: int
+        self, prof_rows: Tensor, prof_feats: Tensor, trans: tuple[Tensor, Tensor, Tensor], gap: Tensor,
+        n_items: int,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """The related (user, item) pairs and their features: each user's profile items ``[B, M]``
         (-1 = empty) with features ``[B, M, Fp]``, and the transition pairs (user ``[P]``, item ``[P]``,
@@ -216,3 +235,42 @@ class InterestModel(nn.Module):
         users, items, x = self.pair_features(prof_rows, prof_feats, transitions, gap, n)
         g = (self.pair_mlp(x) - self.pair_mlp(torch.zeros_like(x[:1]))).squeeze(-1)
         return out.index_put((users, items), g, accumulate=True)
+
+    def forward(self, x: ScoringInputs, sequence_grad: bool = True) -> tuple[Tensor, Tensor]:
+        """Scores ``[B, N]`` of every item for a batch of users, and their queries ``[B, d]``: the
+        query (:meth:`query`), the users' direction h_u in the co-interaction space, then the scores
+        against the items (:meth:`scores`)."""
+        q = self.query(
+            x.mem, x.last_vec, x.hist_vecs, x.hist_ages, x.hist_types, x.hist_valid, x.gap, sequence_grad
+        )
+        users_content = None
+        if x.content is not None:
+            decay = 0.5 ** torch.arange(x.hist_rows.shape[1], device=q.device, dtype=x.content.dtype)  # [L]
+            h = (x.content[x.hist_rows.clamp(min=0)] * (x.hist_valid * decay).unsqueeze(-1)).sum(1)  # [B, k]
+            users_content = (F.normalize(h, dim=-1), x.content)
+        scores = self.scores(
+            q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap, users_content
+        )
+        return scores, q
+
+
+@dataclass
+class ScoringInputs:
+    """Everything the model scores ``B`` users against ``N`` items from, gathered by the engine
+    (engine/fold/scoring.py) from the users' memories and contexts, the item table and the item graph."""
+
+    mem: Tensor  # [B, d] user memories
+    last_vec: Tensor  # [B, d] the vector of each user's last item (zeros: none)
+    hist_rows: Tensor  # [B, L] the last events' item rows, most recent first (-1: none)
+    hist_vecs: Tensor  # [B, L, d] their item vectors (zeros: none)
+    hist_ages: Tensor  # [B, L] seconds before the query time
+    hist_types: Tensor  # [B, L] event-type ids
+    hist_valid: Tensor  # [B, L] bool
+    gap: Tensor  # [B] seconds since the user's last event
+    vectors: Tensor  # [N, d] item vectors
+    bias: Tensor  # [N] item biases
+    prof_rows: Tensor  # [B, M] profile item rows (-1 = empty)
+    prof_feats: Tensor  # [B, M, Fp]
+    transitions: tuple[Tensor, Tensor, Tensor]  # transition pairs: users [P], items [P], features [P, 3]
+    trending: Tensor  # [N, H] popularity at H horizons
+    content: Tensor | None = None  # [N, k] the items' c_i in the co-interaction space (None: no such term)

@@ -6,8 +6,10 @@ event's features:
 
 .. math::
 
-    s_u(t) = \\mathrm{GRU}_u\\big([v_i \\,\\|\\, \\phi(\\log(1 + \\Delta t_u)) \\,\\|\\, e \\,\\|\\, w],\\; s_u(t^-)\\big)
-    s_i(t) = \\mathrm{GRU}_i\\big([s_u(t^-) \\,\\|\\, \\phi(\\log(1 + \\Delta t_i)) \\,\\|\\, e \\,\\|\\, w],\\; s_i(t^-)\\big)
+    s_u(t) = \\mathrm{GRU}_u\\big([v_i \\,\\|\\, \\phi(\\log(1 + \\Delta t_u)) \\,\\|\\, e
+        \\,\\|\\, w],\\; s_u(t^-)\\big)
+    s_i(t) = \\mathrm{GRU}_i\\big([s_u(t^-) \\,\\|\\, \\phi(\\log(1 + \\Delta t_i)) \\,\\|\\, e
+        \\,\\|\\, w],\\; s_i(t^-)\\big)
 
 so a user's interest evolves as v_u(t + τ) = v_u(t) + Δv_u(t). φ is PyG's TGN time encoder
 (``cos(W x + b)``). Kumar et al., "Predicting Dynamic Embedding Trajectory in Temporal Interaction

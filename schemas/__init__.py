@@ -1,4 +1,49 @@
 """Versioned record contracts: JSON Schema files and the matching Python types. No I/O but reading them."""
 
-from schemas.records import *
-from schemas.records import __all__  # noqa: F401
+from schemas.records import (
+    DEFAULT_LIMITS,
+    ERROR_KINDS,
+    EVENT_TYPES,
+    MAX_DEAD_LETTER_ORIGINAL_BYTES,
+    MAX_ID_BYTES,
+    SCHEMA_VERSION,
+    DeadLetter,
+    Interaction,
+    Item,
+    ItemVector,
+    Limits,
+    Recommendation,
+    SchemaError,
+    ScoredItem,
+    SourceRef,
+    check_id,
+    check_key,
+    decode_interaction,
+    decode_item,
+    decode_recommendation,
+    load_schema,
+)
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ERROR_KINDS",
+    "EVENT_TYPES",
+    "MAX_DEAD_LETTER_ORIGINAL_BYTES",
+    "MAX_ID_BYTES",
+    "SCHEMA_VERSION",
+    "DeadLetter",
+    "Interaction",
+    "Item",
+    "ItemVector",
+    "Limits",
+    "Recommendation",
+    "SchemaError",
+    "ScoredItem",
+    "SourceRef",
+    "check_id",
+    "check_key",
+    "decode_interaction",
+    "decode_item",
+    "decode_recommendation",
+    "load_schema",
+]

@@ -148,7 +148,7 @@ class ScoredItem:
     item_id: str
     score: float
     reason: str
-    evidence: float = 0.0  # the reason's strength (see engine/fold/explain.py)
+    evidence: float = 0.0  # the weight of the reason (see engine/fold/explain.py)
 
 
 # Not frozen: built per recommended item on the hot path, and frozen init is ~5x slower.

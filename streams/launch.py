@@ -24,7 +24,7 @@ __all__ = ["spawn_worker", "stop_worker", "wait_assigned", "worker_env"]
 # the settings a launched worker takes from its launcher (the rest keep their defaults, or the
 # caller's environment)
 _PASSED = (
-    "bootstrap_servers", "group_id", "app_id", "partitions", "state_dir", "checkpoint_dir", "top_k",
+    "bootstrap_servers", "group_id", "partitions", "state_dir", "checkpoint_dir", "top_k",
     "web_port", "session_timeout_ms", "broker_timeout_s", "user_ttl_s", "catalog_stage", "online_learning",
 )
 

@@ -58,11 +58,15 @@ class Metrics:
         partitions: Iterable[int] = (0,),
     ) -> None:
         self.events_consumed = Counter(
-            "tide_events_consumed", "Records read from an input topic, valid or not.", ["topic"], registry=registry
+            "tide_events_consumed", "Records read from an input topic, valid or not.", ["topic"],
+            registry=registry,
         )
-        self.events_folded = Counter("tide_events_folded", "Interactions folded into state.", registry=registry)
+        self.events_folded = Counter(
+            "tide_events_folded", "Interactions folded into state.", registry=registry
+        )
         self.events_skipped = Counter(
-            "tide_events_skipped", "Replayed interactions skipped because state already had them.", registry=registry
+            "tide_events_skipped", "Replayed interactions skipped because state already had them.",
+            registry=registry,
         )
         self.recommendations = Counter(
             "tide_recommendations_emitted", "Recommendations produced.", registry=registry
@@ -71,7 +75,8 @@ class Metrics:
             "tide_dead_letters", "Records sent to the dead-letter topic.", ["reason"], registry=registry
         )
         self.fold_duration = Histogram(
-            "tide_fold_duration_seconds", "Time to fold one micro-batch.", buckets=_FOLD_BUCKETS, registry=registry
+            "tide_fold_duration_seconds", "Time to fold one micro-batch.", buckets=_FOLD_BUCKETS,
+            registry=registry,
         )
         self.stage_seconds = Counter(
             "tide_stage_seconds",
@@ -79,7 +84,8 @@ class Metrics:
             ["stage"], registry=registry,
         )
         self.batch_size = Histogram(
-            "tide_batch_size_events", "Valid events per micro-batch.", buckets=_BATCH_BUCKETS, registry=registry
+            "tide_batch_size_events", "Valid events per micro-batch.", buckets=_BATCH_BUCKETS,
+            registry=registry,
         )
         self.latency = Histogram(
             "tide_event_to_recommendation_seconds",
@@ -87,17 +93,26 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
-        self.state_bytes = Gauge("tide_state_bytes", "Approximate bytes in a state store.", ["store"], registry=registry)
+        self.state_bytes = Gauge(
+            "tide_state_bytes", "Approximate bytes in a state store.", ["store"], registry=registry
+        )
         self.state_memory = Gauge(
             "tide_state_memory_bytes", "Memory RocksDB holds: block cache and memtables.", ["kind"],
             registry=registry,
         )
         self.lag = Gauge(
-            "tide_consumer_lag_messages", "Messages behind the log end.", ["topic", "partition"], registry=registry
+            "tide_consumer_lag_messages", "Messages behind the log end.", ["topic", "partition"],
+            registry=registry,
         )
-        self.model_info = Gauge("tide_model_info", "The model version in use (value 1).", ["version"], registry=registry)
-        self.catalog_items = Gauge("tide_catalog_items", "Items in the catalogue (tide.items).", registry=registry)
-        self.texts_encoded = Counter("tide_texts_encoded", "Item texts encoded by the catalog stage.", registry=registry)
+        self.model_info = Gauge(
+            "tide_model_info", "The model version in use (value 1).", ["version"], registry=registry
+        )
+        self.catalog_items = Gauge(
+            "tide_catalog_items", "Items in the catalogue (tide.items).", registry=registry
+        )
+        self.texts_encoded = Counter(
+            "tide_texts_encoded", "Item texts encoded by the catalog stage.", registry=registry
+        )
         self.encode_duration = Histogram(
             "tide_text_encode_duration_seconds", "Time to encode one batch of changed item texts.",
             buckets=_LATENCY_BUCKETS, registry=registry,

@@ -14,7 +14,9 @@ from engine.offline.protocols import Split
 __all__ = ["build_report", "plot_over_time", "write_report"]
 
 
-def build_report(rr: RowRanks, split: Split, data: str, timings: dict[str, float], config: dict[str, Any]) -> dict[str, Any]:
+def build_report(
+    rr: RowRanks, split: Split, data: str, timings: dict[str, float], config: dict[str, Any]
+) -> dict[str, Any]:
     masks = split_masks(rr, split)
     test = summarize(rr, masks["test"])
     val = summarize(rr, masks["val"])
@@ -24,7 +26,11 @@ def build_report(rr: RowRanks, split: Split, data: str, timings: dict[str, float
         "validation": {"model": val.pop("model"), "baselines": val},
         "protocol": split.protocol,
         "data": data,
-        "split": {"train_rows": split.train_end, "val_rows": split.val_end - split.train_end, "test_rows": split.n - split.val_end},
+        "split": {
+            "train_rows": split.train_end,
+            "val_rows": split.val_end - split.train_end,
+            "test_rows": split.n - split.val_end,
+        },
         "n_items": rr.n_items,
         "timings": timings,
         "config": config,
@@ -51,7 +57,10 @@ def plot_over_time(rr: RowRanks, split: Split, path: Path, bins: int = 20, metri
         r = ranks[mask]
         xs = [ts[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a]
         ys = [ranking_metrics(r[a:b])[metric] for a, b in zip(edges[:-1], edges[1:]) if b > a]
-        ax.plot(xs, ys, marker="o", ms=3, lw=2.2 if name == "model" else 1.2, label="TIDE model" if name == "model" else name)
+        ax.plot(
+            xs, ys, marker="o", ms=3, lw=2.2 if name == "model" else 1.2,
+            label="TIDE model" if name == "model" else name,
+        )
     ax.set_xlabel("event time (test period)")
     ax.set_ylabel(metric.upper())
     ax.set_title(f"{metric.upper()} over the test period ({split.protocol} protocol, {mask.sum():,} rows)")

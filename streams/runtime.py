@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from engine.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
-from engine.fold.users import UserStage
-from engine.fold.items import ItemStage, ItemTable
+from engine.fold.items import ItemStage
 from engine.fold.online import OnlineConfig, OnlineLearner
+from engine.fold.table import ItemTable
+from engine.fold.users import UserStage
 from engine.state.store import RocksDBStateStore
 from streams.config import Settings
 
@@ -31,7 +32,8 @@ def resolve_checkpoint(settings: Settings) -> Path:
     path = settings.checkpoint or latest_checkpoint(settings.checkpoint_dir)
     if path is None or not Path(path).exists():
         raise FileNotFoundError(
-            f"no checkpoint: set TIDE_CHECKPOINT or run `tide train` to write one into {settings.checkpoint_dir}"
+            "no checkpoint: set TIDE_CHECKPOINT or run `tide train` to write one into "
+            f"{settings.checkpoint_dir}"
         )
     return Path(path)
 
@@ -78,7 +80,8 @@ class Engine:
 
 def online_config(settings: Settings) -> OnlineConfig:
     return OnlineConfig(
-        enabled=settings.online_learning, lr=settings.online_lr, examples_per_step=settings.online_examples_per_step,
+        enabled=settings.online_learning, lr=settings.online_lr,
+        examples_per_step=settings.online_examples_per_step,
         example_rate=settings.online_example_rate, background=settings.online_background,
     )
 

@@ -34,19 +34,18 @@ import threading
 import time
 import urllib.request
 import uuid
-from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
 from streams.soak_report import cpu_pct, fmt_mib, fmt_ms, fmt_num, parse_metrics, rss_slope
 
 if TYPE_CHECKING:
     from streams.config import Topics
+    from streams.reader import RecommendationReader
 
 __all__ = ["SoakOptions", "run_soak"]
 
@@ -176,36 +175,6 @@ class _Producer:
             self._thread.join(60)
 
 
-class _LatencyReader:
-    """Reads the recommendations topic; keeps (Kafka timestamp − source event stamp) of each."""
-
-    def __init__(self, conf: dict[str, Any], topic: str) -> None:
-        from confluent_kafka import Consumer
-
-        self._consumer = Consumer(conf)
-        self._consumer.subscribe([topic])
-        self.latencies = array("d")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="soak-reader", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                for m in self._consumer.consume(1000, 0.1):
-                    if m.error() is not None:
-                        continue
-                    t_event = orjson.loads(m.value() or b"{}").get("source", {}).get("event_time", 0.0)
-                    if t_event > 0:
-                        self.latencies.append(m.timestamp()[1] / 1000 - t_event)
-        finally:
-            self._consumer.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 # ---------------------------------------------------------------------------------------------- the worker
 
 
@@ -281,7 +250,7 @@ class _Probe:
 
     def __init__(
         self, pid: int, broker_pid: int | None, port: int, state_dir: Path, producer: _Producer,
-        reader: _LatencyReader,
+        reader: RecommendationReader,
     ) -> None:
         self.pid, self.broker_pid, self.port, self.state_dir = pid, broker_pid, port, state_dir
         self.producer, self.reader = producer, reader
@@ -376,9 +345,11 @@ def _sample_loop(
 
 def run_soak(opts: SoakOptions) -> dict[str, Any]:
     """Run the soak (see the module docstring) and return its report."""
-    from streams.broker import EmbeddedBroker, create_topics, free_port
+    from streams.admin import create_topics
+    from streams.broker import EmbeddedBroker, free_port
     from streams.config import Settings
     from streams.launch import spawn_worker, stop_worker, wait_assigned
+    from streams.reader import RecommendationReader
     from streams.topics import topic_specs
 
     work = opts.workdir
@@ -396,7 +367,7 @@ def run_soak(opts: SoakOptions) -> dict[str, Any]:
     broker = None if opts.bootstrap else EmbeddedBroker()
     proc: subprocess.Popen[bytes] | None = None
     producer: _Producer | None = None
-    reader: _LatencyReader | None = None
+    reader: RecommendationReader | None = None
     worker_log = None
     samples: list[dict[str, Any]] = []
     try:
@@ -407,7 +378,6 @@ def run_soak(opts: SoakOptions) -> dict[str, Any]:
         settings = Settings(
             bootstrap_servers=bootstrap,
             group_id=tag,
-            app_id=tag,
             partitions=1,
             topics=_fresh_topics(tag),
             state_dir=work / "state",
@@ -424,7 +394,9 @@ def run_soak(opts: SoakOptions) -> dict[str, Any]:
         # The reader's own wait adds nothing to the latency it measures (Kafka timestamps), so it fetches
         # seldom: each fetch costs the embedded broker time in proportion to the partition's batches.
         seldom = {"fetch.wait.max.ms": 1000, "fetch.min.bytes": 1 << 20}
-        reader = _LatencyReader(settings.consumer_conf(f"{tag}-reader", **seldom), t.recommendations)
+        reader = RecommendationReader(settings, f"{tag}-reader", keep_records=False, **seldom)
+        reader.live_from = time.time()  # every event the soak sends is stamped after this
+        reader.start()
         wait_assigned(settings.web_port, proc, 180, log_path)
         port = settings.web_port
         print(f"[soak] worker up (pid {proc.pid}, log {log_path}, metrics :{port}/metrics)", flush=True)

@@ -1,4 +1,5 @@
-"""Read an interactions topic from its beginning into an :class:`InteractionLog` (for ``tide train --topic``)."""
+"""Read an interactions topic from its beginning into an :class:`InteractionLog` (for
+``tide train --topic``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ __all__ = ["read_topic"]
 logger = logging.getLogger(__name__)
 
 
-def read_topic(settings: Settings, topic: str, idle_s: float = 3.0, max_events: int | None = None) -> InteractionLog:
+def read_topic(
+    settings: Settings, topic: str, idle_s: float = 3.0, max_events: int | None = None
+) -> InteractionLog:
     """Every valid interaction on ``topic`` until it has been idle for ``idle_s``, sorted by event
     time. The end is found by idleness rather than the high watermark, which some Kafka-protocol
     brokers under-report."""
@@ -51,5 +54,6 @@ def read_topic(settings: Settings, topic: str, idle_s: float = 3.0, max_events: 
     t = np.asarray(ts, dtype=np.float64)
     order = np.argsort(t, kind="stable")
     return InteractionLog(
-        np.asarray(users, dtype=object)[order], np.asarray(items, dtype=object)[order], t[order], np.asarray(et, np.int64)[order]
+        np.asarray(users, dtype=object)[order], np.asarray(items, dtype=object)[order], t[order],
+        np.asarray(et, np.int64)[order],
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.broker import TopicSpec
+from streams.admin import TopicSpec
 from streams.config import Settings
 
 __all__ = ["topic_specs"]

@@ -33,12 +33,21 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from engine.fold.users import FoldResult, SourcedEvent
+from engine.fold.users import SourcedEvent
 from engine.hooks import FoldHooks, NullHooks, StageClock
+from engine.pipeline import Pipeline, StageFailed
 from engine.state.retention import ExpirySweep, forget_users
 from engine.state.store import _Batch, new_transaction
-from schemas import DeadLetter, ItemVector, SchemaError, check_id, check_key, decode_interaction
-from streams.catalog import CatalogStage
+from schemas import (
+    DeadLetter,
+    ItemVector,
+    Recommendation,
+    SchemaError,
+    check_id,
+    check_key,
+    decode_interaction,
+)
+from streams.catalog_stage import CatalogStage
 from streams.config import Settings
 from streams.faults import crash_point
 from streams.liveness import BrokerUnavailable, BrokerWatch, OncePerInterval, kafka_logger
@@ -103,10 +112,16 @@ class WorkerStats:
 class Worker:
     """Runs the engine on a Kafka consumer group until ``stop()``."""
 
-    def __init__(self, settings: Settings, engine: Engine, hooks: FoldHooks | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, hooks: FoldHooks | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.hooks = hooks or NullHooks()
+        self.pipeline = pipeline or Pipeline(
+            engine.users, engine.items, engine.learner, lock=engine.lock, hooks=self.hooks, step=crash_point
+        )
         self.topics = settings.topics
         self.limits = settings.limits()
         self.stats = WorkerStats()
@@ -372,72 +387,37 @@ class Worker:
         )
 
     def _fold(self, events: list[SourcedEvent], clock: StageClock) -> None:
-        eng = self.engine
-        with eng.lock:  # the model and item table, against web requests that read them
-            clock.lap("lock")
-            try:
-                result = eng.users.fold(
-                    events, example_rate=eng.learner.cfg.example_rate if eng.learner else 0.0
-                )
-            except Exception as exc:
-                raise _RecordFault from exc
-        clock.absorb("user_stage", result.stage_seconds)
-        crash_point("folded")
-        self.stats.skipped += result.n_skipped
-        if result.n_skipped:
-            self.hooks.on_skipped(result.n_skipped)
-        if result.item_updates is None:
+        """The batch through the pipeline: its recommendations are produced as soon as the user stage
+        has them, and its state is written once the broker has acknowledged them."""
+        try:
+            outcome = self.pipeline.fold(events, emit=self._produce_recommendations, clock=clock)
+        except StageFailed as exc:
+            raise _RecordFault from exc.__cause__
+        self.stats.skipped += outcome.n_skipped
+        if outcome.n_skipped:
+            self.hooks.on_skipped(outcome.n_skipped)
+        if not outcome.n_folded:
             return
-        # The recommendations go out first: the broker's acknowledgement then arrives while the item
-        # stage runs, instead of after it.
-        rec_topic = self.topics.recommendations
-        for rec in result.recommendations:
-            self._produce(rec_topic, rec.to_json(), rec.user_id.encode("utf-8"))
-        clock.lap("produce")
-        crash_point("produced")
-        with eng.lock:
-            try:
-                changed = eng.items.fold(result.item_updates)
-            except Exception as exc:
-                raise _RecordFault from exc
-        clock.lap("item_stage")
-        crash_point("item_stage")
         if self.settings.publish_item_vectors:
-            self._changed_items.update(changed)
+            self._changed_items.update(outcome.changed_items)
             self._publish_item_vectors()
             clock.lap("produce")
         self._flush(clock)
         crash_point("flushed")
-        eng.users.commit(result, eng.items)  # users and items of the batch in one atomic write
-        clock.lap("state_write")
-        crash_point("state_written")
+        self.pipeline.commit(outcome, clock)
         for e in events:
             self._expiry.observe(e.partition, e.event.timestamp)
-        self._learn(result)
-        clock.lap("learn")
+        result = outcome.user
         self.stats.folded += result.n_folded
         self.stats.recommendations += len(result.recommendations)
         self.hooks.on_batch(result.n_folded, result.fold_seconds)
         now = time.time()
         self.hooks.on_recommendations(len(result.recommendations), [now - a for a in result.arrivals])
 
-    def _learn(self, result: FoldResult) -> None:
-        learner = self.engine.learner
-        if learner is None:
-            return
-        steps, dropped = learner.steps, learner.dropped
-        with self.engine.lock:
-            try:
-                loss = learner.learn(result.examples)  # the batch's recommendations are out
-            except Exception:  # best effort: a failed step is dropped, the stream goes on
-                logger.exception("online learning failed; the step is dropped")
-                learner.dropped += 1
-                loss = None
-        for _ in range(learner.dropped - dropped):
-            self.hooks.on_online_error()
-        self.hooks.on_learning(learner.steps - steps, loss, learner.examples_waiting)
-        if learner.in_flight:
-            crash_point("learning")
+    def _produce_recommendations(self, recs: list[Recommendation]) -> None:
+        topic = self.topics.recommendations
+        for rec in recs:
+            self._produce(topic, rec.to_json(), rec.user_id.encode("utf-8"))
 
     def _forget(self, users: list[str]) -> None:
         """Erase the users named by deletion requests and tell downstream: a tombstone (null value)
@@ -544,9 +524,7 @@ class Worker:
     def _close(self, commit: bool) -> None:
         if self.catalog is not None:
             self.catalog.stop()
-        if self.engine.learner is not None:
-            with self.engine.lock:
-                self.engine.learner.drain()  # the step in flight lands in the model the web reads
+        self.pipeline.close()  # a learning step in flight lands in the model the web reads
         reachable = self.watch.reachable
         try:
             if self.settings.publish_item_vectors and reachable:

@@ -1,0 +1,1 @@
+"""TIDE's tests, mirroring the packages; tests/integration/ runs against the real embedded broker."""

@@ -84,8 +84,13 @@ def fit_alignment(
     has_vec = model.item_content.abs().sum(-1).cpu().numpy() > 0
     eligible = np.nonzero(has & has_vec & (model.item_counts.cpu().numpy() >= cfg.min_count))[0]
     if len(eligible) < 2:
-        logger.warning("alignment: only %d items have text and %d+ interactions; not fitted", len(eligible), cfg.min_count)
-        return AlignReport(len(eligible), 0, float("nan"), float("nan"), float("nan"), time.perf_counter() - start)
+        logger.warning(
+            "alignment: only %d items have text and %d+ interactions; not fitted",
+            len(eligible), cfg.min_count,
+        )
+        return AlignReport(
+            len(eligible), 0, float("nan"), float("nan"), float("nan"), time.perf_counter() - start
+        )
     dev = model.item_content.device
     text = torch.from_numpy(text_np[eligible]).to(dev)
     collab = model.item_content.detach()[torch.from_numpy(eligible).to(dev)]

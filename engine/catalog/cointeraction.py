@@ -47,7 +47,8 @@ def cointeraction_vectors(
     pmi = np.log(counts * total / (per_item[r] * per_item[c]))
     keep = pmi > 0
     m = torch.sparse_coo_tensor(
-        torch.from_numpy(np.stack([r[keep], c[keep]])), torch.from_numpy(pmi[keep]).float(), (n_items, n_items),
+        torch.from_numpy(np.stack([r[keep], c[keep]])), torch.from_numpy(pmi[keep]).float(),
+        (n_items, n_items),
         check_invariants=True,
     ).coalesce()
     k = min(dim, max(1, n_items - 1))

@@ -1,5 +1,6 @@
 """What the catalogue says about items: text vectors and attribute relations, and the knowledge vector
-that stands in for an item's co-interaction vector (engine/catalog/cointeraction.py) before anyone has used it.
+that stands in for an item's co-interaction vector (engine/catalog/cointeraction.py) before anyone has
+used it.
 
 An item's attributes (category, brand, genre, tags …) are typed item–attribute edges
 (``genre=jazz``). An attribute's vector is the weighted mean co-interaction vector of the used items
@@ -57,7 +58,8 @@ class CatalogEntry:
 
 
 class Catalog:
-    """Every catalogue item's title, attributes and text vector (a compacted topic's latest value per item)."""
+    """Every catalogue item's title, attributes and text vector (a compacted topic's latest value per
+    item)."""
 
     def __init__(self) -> None:
         self.entries: dict[str, CatalogEntry] = {}
@@ -103,7 +105,7 @@ class Catalog:
             changed.append(item_id)
             if text is not None and encode is not None:
                 to_encode.append((item_id, text))
-        if to_encode:
+        if to_encode and encode is not None:
             vecs = encode([t for _, t in to_encode])
             for (item_id, _), v in zip(to_encode, vecs):
                 self.entries[item_id].text_vec = np.asarray(v, np.float32)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.fold.profile import N_PROFILE_FEATURES, feature_matrix, update_profile
 from engine.state.codec import UserState
-from engine.fold.profile import N_PROFILE_FEATURES, feature_matrix, profile_features, update_profile
 
 __all__ = ["HISTORY", "UserContext", "apply_event", "context_copy", "log_contexts", "user_contexts"]
 
@@ -30,7 +30,8 @@ def context_copy(st: UserState) -> UserState:
     the profile's inner lists, never write into them)."""
     return UserState(
         st.memory,
-        hist_items=st.hist_items[:], hist_times=st.hist_times[:], hist_types=st.hist_types[:], n_events=st.n_events,
+        hist_items=st.hist_items[:], hist_times=st.hist_times[:], hist_types=st.hist_types[:],
+        n_events=st.n_events,
         prof_items=st.prof_items[:], prof_last_n=st.prof_last_n[:], prof_count=st.prof_count[:],
         prof_last_t=st.prof_last_t[:], prof_acc=st.prof_acc[:],
     )
@@ -86,18 +87,6 @@ class _Arrays:
         self.hist_types = np.zeros((n, hist_len), np.int64)
         self.gap = np.zeros(n, np.float32)
         self.max_items, self.hist_len = max_items, hist_len
-
-    def fill(self, b: int, st: UserState, rows_of: Callable[[list[str]], np.ndarray], now: float) -> None:
-        m = min(len(st.prof_items), self.max_items)
-        if m:
-            self.prof_rows[b, :m] = rows_of(st.prof_items[:m])
-            self.prof_feats[b, :m] = profile_features(st, now)[:m]
-        h = min(len(st.hist_items), self.hist_len)
-        if h:
-            self.hist_rows[b, :h] = rows_of(st.hist_items[:h])
-            self.hist_ages[b, :h] = np.maximum(now - np.asarray(st.hist_times[:h]), 0.0)
-            self.hist_types[b, :h] = st.hist_types[:h]
-            self.gap[b] = max(now - st.hist_times[0], 0.0)
 
     def tensors(self) -> UserContext:
         return UserContext(
@@ -162,17 +151,24 @@ def _flat(pairs: list[tuple[UserState, int]], name: str) -> np.ndarray:
 
 
 def log_contexts(
-    users: np.ndarray, items: np.ndarray, ts: np.ndarray, event_types: np.ndarray, max_items: int, hist_len: int
+    users: np.ndarray, items: np.ndarray, ts: np.ndarray, event_types: np.ndarray, max_items: int,
+    hist_len: int, chunk: int = 4096,
 ) -> UserContext:
     """For each event of a chronological log (dense user and item indices), the user's context just
-    before it, at the event's own time. The same update and feature code as the stream."""
-    arr = _Arrays(len(users), max_items, hist_len)
+    before it, at the event's own time: :func:`user_contexts` of a copy of the user's state taken
+    just before the event, so training sees exactly what the stream builds."""
     states: dict[int, UserState] = {}
-    rows_of = np.asarray  # item ids here are already rows
+    parts: list[UserContext] = []
+    before: list[UserState] = []
     for e, (u, i, t, et) in enumerate(zip(users.tolist(), items.tolist(), ts.tolist(), event_types.tolist())):
         st = states.get(u)
         if st is None:
             st = states[u] = UserState.empty(0)
-        arr.fill(e, st, rows_of, t)  # type: ignore[arg-type]
-        apply_event(st, i, t, et, max_items)  # type: ignore[arg-type]
-    return arr.tensors()
+        before.append(context_copy(st))
+        apply_event(st, i, t, et, max_items)
+        if len(before) == chunk or e == len(users) - 1:
+            parts.append(
+                user_contexts(before, np.asarray, max_items, hist_len, now=ts[e + 1 - len(before) : e + 1])
+            )
+            before = []
+    return UserContext.cat(parts) if parts else user_contexts([], np.asarray, max_items, hist_len)

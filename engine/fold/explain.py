@@ -1,19 +1,19 @@
-"""Why each item was recommended: a short reason from the model's own evidence, with its strength.
+"""Why each item was recommended: a short reason from the model's own signals, with its evidence (a weight).
 
 In order of precedence, for user u and recommended item i:
 
-1. i is in u's recent history: "you used this k events ago" (strength 0.5^k, the repeat signal's decay);
-2. i is close to a recent history item h: "like <h>" (strength: their cosine in the co-interaction
+1. i is in u's recent history: "you used this k events ago" (evidence 0.5^k, the repeat signal's decay);
+2. i is close to a recent history item h: "like <h>" (evidence: their cosine in the co-interaction
    space, engine/catalog/cointeraction.py, or of their item vectors without it; when ≥ ``SIMILAR``, and
    only for an item someone has used: a new item's position is inferred from its catalogue entry);
-3. i shares a catalogue attribute with a recent history item h: "same genre as <h>" (strength: the
+3. i shares a catalogue attribute with a recent history item h: "same genre as <h>" (evidence: the
    share of i's attributes that h has);
-4. i is among the most used items of the short popularity horizon: "trending" (strength: its share
+4. i is among the most used items of the short popularity horizon: "trending" (evidence: its share
    of that recent use relative to the top item);
 5. i has never been used and stands on its catalogue knowledge: "new: matches your interests";
 6. otherwise "matches your current interests".
 
-(5 and 6: strength: the cosine of i with the mean direction of u's recent items, floored at 0.)
+(5 and 6: evidence: the cosine of i with the mean direction of u's recent items, floored at 0.)
 
 Everything is computed for the whole batch at once on the device; only the wording is per item.
 """
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.fold.items import ItemTable
+from engine.fold.table import ItemTable
 
 __all__ = ["SIMILAR", "explain"]
 
@@ -35,7 +35,7 @@ _AGO = ["you just used this"] + [f"you used this {k + 1} events ago" for k in ra
 
 @torch.no_grad()
 def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple[str, float]]]:
-    """``(reason, strength)`` for each of the ``[B, k]`` recommended rows of users whose last events
+    """``(reason, evidence)`` for each of the ``[B, k]`` recommended rows of users whose last events
     are the item rows ``hist`` ``[B, L]`` (most recent first, -1 = none; a context's ``hist_rows``)."""
     dev = top_rows.device
     b, k = top_rows.shape
@@ -59,12 +59,16 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
     if attrs.shape[1] > 0:
         ra = attrs[top_rows]  # [B, k, A]
         ha = attrs[hist.clamp(min=0)].masked_fill(~valid.unsqueeze(-1), -1)  # [B, L, A]
-        eq = (ra[:, :, None, :, None] == ha[:, None, :, None, :]) & (ra[:, :, None, :, None] >= 0)  # [B,k,L,A,A]
+        eq = (
+            (ra[:, :, None, :, None] == ha[:, None, :, None, :]) & (ra[:, :, None, :, None] >= 0)
+        )  # [B,k,L,A,A]
         hit = eq.any(-1)  # [B, k, L, A]: i's attribute a is one of h's
         n_attr = (ra >= 0).sum(-1).clamp(min=1)  # [B, k]
         per_l = hit.sum(-1).float() / n_attr.unsqueeze(-1)  # [B, k, L]
         shared, shared_l = per_l.max(-1)
-        first_a = hit.gather(2, shared_l[:, :, None, None].expand(-1, -1, 1, hit.shape[-1])).squeeze(2)  # [B,k,A]
+        first_a = hit.gather(
+            2, shared_l[:, :, None, None].expand(-1, -1, 1, hit.shape[-1])
+        ).squeeze(2)  # [B,k,A]
         a_idx = first_a.float().argmax(-1)  # first shared attribute position
         shared_a = ra.gather(2, a_idx.unsqueeze(-1)).squeeze(-1)
 
@@ -88,9 +92,14 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
     code = torch.full((b, k), _INTEREST, dtype=torch.long, device=dev)
     for c, mask in [(_REPEAT, repeat), (_LIKE, like), (_SAME, same), (_TRENDING, trend), (_NEW, new)]:
         code[mask] = c
-    strength = torch.where(
+    evidence = torch.where(
         repeat, 0.5 ** ago.clamp(max=L).float(),
-        torch.where(like, best_sim, torch.where(same, shared, torch.where(trend, rec_use / peak.clamp(min=1e-9), interest.clamp(min=0)))),
+        torch.where(
+            like, best_sim,
+            torch.where(
+                same, shared, torch.where(trend, rec_use / peak.clamp(min=1e-9), interest.clamp(min=0))
+            ),
+        ),
     )
     # every distinct wording once: fixed texts first, then one per (code, named row, attribute)
     named = torch.where(like, best_l, shared_l)
@@ -99,18 +108,22 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
     text_id = torch.where(repeat, ago.clamp(max=L - 1), L + (code - _TRENDING).clamp(min=0))
     dynamic = like | same
     if bool(dynamic.any()):
-        keys = torch.stack([code[dynamic], named_row[dynamic], shared_a[dynamic].masked_fill(like[dynamic], -1)], 1)
+        keys = torch.stack(
+            [code[dynamic], named_row[dynamic], shared_a[dynamic].masked_fill(like[dynamic], -1)], 1
+        )
         uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
         names = table.attribute_names
         for c, r, at in uniq.tolist():
             texts.append(f"like {table.title(r)}" if c == _LIKE else _same(names[at], table.title(r)))
         text_id[dynamic] = len(texts) - len(uniq) + inverse
     pick = texts.__getitem__
-    return [list(zip(map(pick, ids), st)) for ids, st in zip(text_id.tolist(), strength.tolist())]
+    return [list(zip(map(pick, ids), st)) for ids, st in zip(text_id.tolist(), evidence.tolist())]
 
 
 _REPEAT, _LIKE, _SAME, _TRENDING, _NEW, _INTEREST = range(6)
-_FIXED = {_TRENDING: "trending", _NEW: "new: matches your interests", _INTEREST: "matches your current interests"}
+_FIXED = {
+    _TRENDING: "trending", _NEW: "new: matches your interests", _INTEREST: "matches your current interests",
+}
 
 
 def _same(attribute: str, title: str) -> str:

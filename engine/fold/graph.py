@@ -72,7 +72,8 @@ class ItemGraph:
         if self._dense is not None:
             has = prev_rows >= 0
             self._dense.index_put_(
-                (torch.from_numpy(prev_rows[has]), torch.from_numpy(rows[has])), torch.ones(int(has.sum())), accumulate=True
+                (torch.from_numpy(prev_rows[has]), torch.from_numpy(rows[has])), torch.ones(int(has.sum())),
+                accumulate=True,
             )
         has = prev_rows >= 0
         if self._snapshots:
@@ -94,7 +95,9 @@ class ItemGraph:
                 self._dense[j, torch.tensor(list(row), dtype=torch.long)] = torch.tensor(list(row.values()))
         return changed
 
-    def transition_pairs(self, recent_rows: np.ndarray, n_items: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    def transition_pairs(
+        self, recent_rows: np.ndarray, n_items: int, device: torch.device
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The items each user's recent distinct items ``[B, K]`` (most recent first, -1 = none) lead
         to: pairs (user ``[P]``, item ``[P]``) with any transition count, and their features ``[P, 3]``:
         log(1 + count) and share of last-item → i among the last item's transitions, and
@@ -120,7 +123,10 @@ class ItemGraph:
                         if i < n_items:
                             a = acc.setdefault(i, [0.0, 0.0])
                             a[0 if k == 0 else 1] += cnt if k == 0 else weights[k] * cnt
-                t0 = sum(self.out.get(int(recent[b, 0]), {}).values()) if recent.shape[1] and recent[b, 0] >= 0 else 0.0
+                t0 = (
+                    sum(self.out.get(int(recent[b, 0]), {}).values())
+                    if recent.shape[1] and recent[b, 0] >= 0 else 0.0
+                )
                 for i, (lc, cc) in acc.items():
                     ub.append(b)
                     ii.append(i)

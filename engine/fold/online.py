@@ -23,7 +23,7 @@ from engine.fold.context import UserContext
 from engine.fold.scoring import GraphInputs, graph_inputs, score_items
 
 if TYPE_CHECKING:
-    from engine.fold.items import ItemTable
+    from engine.fold.table import ItemTable
     from models.interest import InterestModel
 
 __all__ = ["Examples", "OnlineConfig", "OnlineLearner"]
@@ -147,7 +147,9 @@ class OnlineLearner:
         known = (ctx.prof_rows >= 0) & (ctx.prof_rows < n_model)
         ctx.prof_rows = torch.where(known, ctx.prof_rows, torch.full_like(ctx.prof_rows, -1))
         ctx.prof_feats = ctx.prof_feats * known.unsqueeze(-1)
-        ctx.hist_rows = torch.where(ctx.hist_rows < n_model, ctx.hist_rows, torch.full_like(ctx.hist_rows, -1))
+        ctx.hist_rows = torch.where(
+            ctx.hist_rows < n_model, ctx.hist_rows, torch.full_like(ctx.hist_rows, -1)
+        )
         content = table.content()  # replaced, never written in place, when counts move
         memory = table.memory[:n_model]
         if self._pool is not None:  # the item stage writes memories in place while the gradient runs

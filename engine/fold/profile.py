@@ -8,10 +8,13 @@ keeps up to ``max_items`` distinct items (least recently used evicted first), ea
 - ``count`` and ``last_t`` (time of the last use) and ``last_n`` (the user's event number then).
 
 Features at a query time "now" (by default the user's latest event):
-``[acc_k · decay_k^(n − last_n) for each k, log(1 + count), 1 / (1 + log(1 + age) / 10), 1 / (1 + distinct-recency rank)]``.
+``[acc_k · decay_k^(n − last_n) for each k, log(1 + count), 1 / (1 + log(1 + age) / 10),
+1 / (1 + distinct-recency rank)]``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +39,7 @@ def update_profile(st: UserState, item: str, t: float, max_items: int) -> None:
         st.prof_acc[k] = [a * d**gap + 1.0 for a, d in zip(st.prof_acc[k], PROFILE_DECAYS)]
         st.prof_count[k] += 1
         # keep most recently used first: move to the front
-        for lst in (st.prof_items, st.prof_last_n, st.prof_count, st.prof_last_t, st.prof_acc):
+        for lst in _lists(st):
             lst.insert(0, lst.pop(k))
         st.prof_last_n[0] = n
         st.prof_last_t[0] = t
@@ -47,11 +50,18 @@ def update_profile(st: UserState, item: str, t: float, max_items: int) -> None:
     st.prof_last_t.insert(0, t)
     st.prof_acc.insert(0, [1.0] * len(PROFILE_DECAYS))
     if len(st.prof_items) > max_items:
-        for lst in (st.prof_items, st.prof_last_n, st.prof_count, st.prof_last_t, st.prof_acc):
+        for lst in _lists(st):
             lst.pop()
 
 
-def feature_matrix(acc: np.ndarray, gap: np.ndarray, count: np.ndarray, age: np.ndarray, rank: np.ndarray) -> np.ndarray:
+def _lists(st: UserState) -> tuple[list[Any], ...]:
+    """The profile's parallel lists, one entry per item."""
+    return st.prof_items, st.prof_last_n, st.prof_count, st.prof_last_t, st.prof_acc
+
+
+def feature_matrix(
+    acc: np.ndarray, gap: np.ndarray, count: np.ndarray, age: np.ndarray, rank: np.ndarray
+) -> np.ndarray:
     """``[P, N_PROFILE_FEATURES]`` features of ``P`` profile entries (of one user or many): decayed
     accumulators ``acc`` ``[P, n_decays]`` stored ``gap`` events ago, use ``count``, seconds since the
     last use ``age`` (≥ 0) and distinct-recency ``rank`` (0 = the user's most recent item)."""

@@ -1,10 +1,15 @@
-"""Grouping a batch into rounds so that vectorised updates keep each key's sequential order."""
+"""Grouping a batch into rounds so that vectorised updates keep each key's sequential order, and the
+round loop both stages run their memory cells in."""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
 
-__all__ = ["occurrence_rounds", "previous_occurrence"]
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["gaps", "occurrence_rounds", "previous_occurrence", "run_rounds"]
 
 
 def occurrence_rounds(keys: np.ndarray) -> list[np.ndarray]:
@@ -44,3 +49,38 @@ def previous_occurrence(keys: np.ndarray) -> np.ndarray:
     same = keys[order[1:]] == keys[order[:-1]]
     prev[order[1:][same]] = order[:-1][same]
     return prev
+
+
+def gaps(ts: np.ndarray, keys: np.ndarray, last_t: np.ndarray) -> np.ndarray:
+    """Seconds since each event's key's previous event: the key's previous event in this batch, or
+    else ``last_t`` (per event: the key's last time before the batch; nan for a key never seen, whose
+    gap is 0)."""
+    prev = previous_occurrence(keys)
+    dt = ts - np.where(prev >= 0, ts[prev], last_t)
+    dt[np.isnan(dt)] = 0.0
+    return dt
+
+
+def run_rounds(
+    cell: Callable[[Tensor, Tensor], Tensor],
+    messages: Tensor,
+    memory: Tensor,
+    slots: np.ndarray,
+    rounds: list[np.ndarray],
+    after: Callable[[np.ndarray, Tensor], None] | None = None,
+) -> Tensor:
+    """Advance ``memory`` ``[S, d]`` in place over a batch: event ``k`` updates row ``slots[k]`` with
+    ``cell(messages[k], memory[slots[k]])``, round by round (:func:`occurrence_rounds`), so each row
+    sees its events in batch order. ``after(idx, rows)`` runs after each round. Returns each event's
+    row as it was just before that event ``[E, d]``."""
+    dev = memory.device
+    before_all = memory.new_empty(len(slots), memory.shape[1])
+    for idx in rounds:
+        s = torch.from_numpy(slots[idx]).to(dev)
+        it = torch.from_numpy(idx).to(dev)
+        before = memory[s]
+        before_all[it] = before
+        memory[s] = cell(messages[it], before)
+        if after is not None:
+            after(idx, s)
+    return before_all

@@ -1,19 +1,19 @@
-"""Scoring every item for a batch of users: one function for training, online learning and serving,
-so the three see exactly the same inputs."""
+"""Scoring every item for a batch of users: the engine gathers one :class:`~models.interest.ScoringInputs`
+and the model scores it in one call; one function for training, online learning and serving, so the
+three see exactly the same inputs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from engine.fold.context import UserContext
 from engine.fold.graph import ItemGraph
-from models.interest import InterestModel
+from models.interest import InterestModel, ScoringInputs
 
-__all__ = ["CONTEXT_ITEMS", "GraphInputs", "graph_inputs", "score_items"]
+__all__ = ["CONTEXT_ITEMS", "GraphInputs", "graph_inputs", "score_items", "scoring_inputs"]
 
 CONTEXT_ITEMS = 4  # the user's most recent distinct items whose transitions feed the scorer
 
@@ -46,26 +46,28 @@ def score_items(
     same device), reading the item graph now or, given :class:`GraphInputs`, as it was when those
     were taken. With ``queries``, the users' query vectors ``[B, d]`` are appended to it (for the
     multi-task head)."""
-    n = vectors.shape[0]
-    dev = mem.device
+    scores, q = model(scoring_inputs(model, graph, vectors, bias, mem, ctx, content), sequence_grad)
+    if queries is not None:
+        queries.append(q)
+    return scores
+
+
+def scoring_inputs(
+    model: InterestModel, graph: ItemGraph | GraphInputs, vectors: Tensor, bias: Tensor, mem: Tensor,
+    ctx: UserContext, content: Tensor | None = None,
+) -> ScoringInputs:
+    """Gather what the model scores from: the vectors of the users' last events' items and the item
+    graph's inputs (``content``: the items' co-interaction vectors, passed on)."""
     seq_len = min(model.cfg.seq_len, ctx.hist_rows.shape[1])
     hist = ctx.hist_rows[:, :seq_len]
     valid = hist >= 0
     hist_vecs = vectors[hist.clamp(min=0)] * valid.unsqueeze(-1)  # [B, L, d]
     last = ctx.last_rows
     last_vec = vectors[last.clamp(min=0)] * (last >= 0).unsqueeze(-1)
-    q = model.query(
-        mem, last_vec, hist_vecs, ctx.hist_ages[:, :seq_len], ctx.hist_types[:, :seq_len], valid, ctx.gap,
-        sequence_grad,
-    )
-    if queries is not None:
-        queries.append(q)
-    g = graph if isinstance(graph, GraphInputs) else graph_inputs(graph, ctx, n, dev)
-    users_content = None
-    if content is not None:
-        decay = 0.5 ** torch.arange(seq_len, device=dev, dtype=content.dtype)  # [L]
-        h = (content[hist.clamp(min=0)] * (valid * decay).unsqueeze(-1)).sum(1)  # [B, k]
-        users_content = (F.normalize(h, dim=-1), content)
-    return model.scores(
-        q, vectors, bias, ctx.prof_rows, ctx.prof_feats, g.transitions, g.trending, ctx.gap, users_content
+    g = graph if isinstance(graph, GraphInputs) else graph_inputs(graph, ctx, vectors.shape[0], mem.device)
+    return ScoringInputs(
+        mem=mem, last_vec=last_vec, hist_rows=hist, hist_vecs=hist_vecs, hist_ages=ctx.hist_ages[:, :seq_len],
+        hist_types=ctx.hist_types[:, :seq_len], hist_valid=valid, gap=ctx.gap, vectors=vectors, bias=bias,
+        prof_rows=ctx.prof_rows, prof_feats=ctx.prof_feats, transitions=g.transitions, trending=g.trending,
+        content=content,
     )

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from engine.catalog.knowledge import Catalog, CatalogEntry
+from engine.fold.online import OnlineConfig
 from engine.offline.data import InteractionLog
 from engine.offline.evaluation import evaluate_stream, ranking_metrics
-from engine.fold.online import OnlineConfig
 from models.interest import InterestModel
 
 __all__ = ["ColdStartSplit", "cold_start_split", "evaluate_cold_start", "without_text"]
@@ -40,7 +40,9 @@ def cold_start_split(
     later = sorted(set(log.items[train_end:].tolist()))
     rng = np.random.default_rng(seed)
     k = max(1, round(share * len(later)))
-    held = sorted(rng.choice(np.asarray(later, dtype=object), size=min(k, len(later)), replace=False).tolist())
+    held = sorted(
+        rng.choice(np.asarray(later, dtype=object), size=min(k, len(later)), replace=False).tolist()
+    )
     held_set = set(held)
     is_held = np.fromiter((i in held_set for i in log.items.tolist()), bool, len(log))
     keep = ~is_held | (np.arange(len(log)) >= train_end)
@@ -55,7 +57,10 @@ def cold_start_split(
             rows.append(j)
     return ColdStartSplit(
         kept, new_train_end, held, np.asarray(rows, np.int64),
-        {"share": share, "first_n": first_n, "seed": seed, "dropped_training_rows": int(train_end - new_train_end)},
+        {
+            "share": share, "first_n": first_n, "seed": seed,
+            "dropped_training_rows": int(train_end - new_train_end),
+        },
     )
 
 
@@ -83,7 +88,8 @@ def evaluate_cold_start(
         # where the item lands in the whole ranking, not only whether it makes the top 10: on logs
         # where users mostly return to their own items, those fill the top 10 for any new item
         return ranking_metrics(ranks) | {
-            "median_rank": float(np.median(ranks)), "median_percentile": float(np.median(ranks)) / n_candidates,
+            "median_rank": float(np.median(ranks)),
+            "median_percentile": float(np.median(ranks)) / n_candidates,
         }
 
     for name, cat in variants.items():

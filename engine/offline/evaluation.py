@@ -22,18 +22,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.offline.baselines import default_baselines
 from engine.catalog.knowledge import Catalog
-from engine.offline.data import InteractionLog
-from engine.fold.users import SourcedEvent, UserStage, rank_of
-from engine.fold.items import ItemStage, ItemTable
+from engine.fold.items import ItemStage
 from engine.fold.online import OnlineConfig, OnlineLearner
+from engine.fold.table import ItemTable
+from engine.fold.users import SourcedEvent, UserStage, rank_of
+from engine.offline.baselines import default_baselines
+from engine.offline.data import InteractionLog
 from engine.offline.protocols import Split
+from engine.pipeline import Pipeline
+from engine.state.codec import UserState
 from engine.state.store import MemoryStateStore
 from models.interest import InterestModel
 from schemas import EVENT_TYPES, Interaction
 
-__all__ = ["RowRanks", "evaluate_stream", "next_items", "ranking_metrics", "split_masks", "summarize"]
+__all__ = [
+    "RowRanks", "TargetRanks", "evaluate_stream", "next_items", "ranking_metrics", "split_masks", "summarize",
+]
 
 
 def ranking_metrics(ranks: Sequence[float] | np.ndarray, k: int = 10) -> dict[str, float]:
@@ -78,6 +83,35 @@ class RowRanks:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class TargetRanks:
+    """The fold's round observer for evaluation: right after each event is folded, the rank of the
+    item its user uses next (``targets``, None for none) among all items, at the time in ``times``
+    (default: the moment of the event itself, what the emitted recommendation is for)."""
+
+    def __init__(
+        self, targets: Sequence[str | None], times: Sequence[float] | np.ndarray | None = None
+    ) -> None:
+        self.targets = targets
+        self.times = None if times is None else np.asarray(times, np.float64)
+        self.ranks = np.full(len(targets), np.nan)  # [E] 1 = best; nan = no target
+
+    def after_round(
+        self, stage: UserStage, positions: np.ndarray, mem: torch.Tensor, states: list[UserState]
+    ) -> None:
+        index = stage.table.index
+        # -1: a target never seen (ranked last); -2: no target (not ranked)
+        rows = np.array([index.get(t, -1) if (t := self.targets[k]) else -2 for k in positions], np.int64)
+        ok = rows >= 0
+        if ok.any():
+            now = None if self.times is None else self.times[positions]
+            scores = stage._scores(mem, states, now=now)
+            target = torch.from_numpy(rows[ok]).to(scores.device)
+            self.ranks[positions[ok]] = (
+                rank_of(scores[torch.from_numpy(ok).to(scores.device)], target).cpu().numpy()
+            )
+        self.ranks[positions[rows == -1]] = len(stage.table)
+
+
 def evaluate_stream(
     model: InterestModel,
     item_ids: list[str],
@@ -90,19 +124,14 @@ def evaluate_stream(
     at_row_time: bool = True,
     catalog: Catalog | None = None,
 ) -> RowRanks:
-    """Fold every row of ``log`` and rank each row at index ≥ ``score_from`` (among the log's items and,
-    with a ``catalog``, every catalogue item)."""
+    """Fold every row of ``log`` through the pipeline and rank each row at index ≥ ``score_from`` (among
+    the log's items and, with a ``catalog``, every catalogue item)."""
     users, items = log.users.tolist(), log.items.tolist()
     targets, target_idx = next_items(users, items)
     first_row = np.ones(len(log), bool)  # the user's first row: no earlier event to rank it from
     first_row[target_idx[target_idx >= 0]] = False
-    device = next(model.parameters()).device
-    table = ItemTable(model, item_ids, device)
-    if catalog is not None:
-        table.attach_catalog(catalog)
-    stage = UserStage(model, table, MemoryStateStore(), model_version=model_version)
-    item_stage = ItemStage(model, table, None)
-    learner = OnlineLearner(model, table, online) if online is not None and online.enabled else None
+    pipeline = _pipeline(model, item_ids, online, model_version, catalog)
+    stage, table = pipeline.users, pipeline.items.table
     baselines = default_baselines()
     n_items = len(set(items))
     rank_at = {name: np.full(len(log), np.nan) for name in ["model", *baselines]}
@@ -118,19 +147,25 @@ def evaluate_stream(
                 empty = stage.empty_user_scores()  # [N]
             for j in firsts:
                 r = table.index.get(items[j], -1)
-                rank_at["model"][j] = float(rank_of(empty[None], torch.tensor([r]))[0]) if r >= 0 else len(table)
+                rank_at["model"][j] = (
+                    float(rank_of(empty[None], torch.tensor([r]))[0]) if r >= 0 else len(table)
+                )
                 for name, b in baselines.items():
                     rank_at[name][j] = b.rank(users[j], items[j], n_items)
         batch = [
-            SourcedEvent(Interaction(users[e], items[e], float(log.ts[e]), EVENT_TYPES[log.event_types[e]]), 0, e, 0.0)
+            SourcedEvent(
+                Interaction(users[e], items[e], float(log.ts[e]), EVENT_TYPES[log.event_types[e]]), 0, e, 0.0
+            )
             for e in range(b0, b1)
         ]
-        tg = [targets[e] if target_idx[e] >= score_from else None for e in range(b0, b1)]
-        tt = log.ts[np.where(target_idx[b0:b1] >= 0, target_idx[b0:b1], np.arange(b0, b1))] if at_row_time else None
-        res = stage.fold(
-            batch, targets=tg, target_times=tt, example_rate=online.example_rate if learner and online else 0.0
+        ranks = TargetRanks(
+            [targets[e] if target_idx[e] >= score_from else None for e in range(b0, b1)],
+            (
+                log.ts[np.where(target_idx[b0:b1] >= 0, target_idx[b0:b1], np.arange(b0, b1))]
+                if at_row_time else None
+            ),
         )
-        assert res.ranks is not None
+        pipeline.commit(pipeline.fold(batch, observer=ranks))
         for k, e in enumerate(range(b0, b1)):
             j = target_idx[e]
             for name, b in baselines.items():
@@ -138,17 +173,13 @@ def evaluate_stream(
                 if j >= score_from:
                     rank_at[name][j] = b.rank(users[e], items[j], n_items)
             if j >= score_from:
-                rank_at["model"][j] = res.ranks[k]
+                rank_at["model"][j] = ranks.ranks[k]
             pair = (users[e], items[e])
             repeat[e] = pair in seen_pairs
             seen_pairs.add(pair)
-        if res.item_updates is not None:
-            item_stage.fold(res.item_updates)
-        stage.commit(res)
-        if learner is not None and res.examples is not None:
-            learner.learn(res.examples)
     seconds = time.perf_counter() - start
     rows = np.arange(score_from, len(log))
+    learner = pipeline.learner
     return RowRanks(
         rows=rows,
         ts=log.ts[rows],
@@ -158,6 +189,20 @@ def evaluate_stream(
         seconds=seconds,
         extra={"events_per_s": len(log) / seconds, "online_steps": learner.steps if learner else 0},
     )
+
+
+def _pipeline(
+    model: InterestModel, item_ids: list[str], online: OnlineConfig | None, model_version: str,
+    catalog: Catalog | None,
+) -> Pipeline:
+    """The worker's pipeline on in-memory state: no store for the items, learning in line."""
+    device = next(model.parameters()).device
+    table = ItemTable(model, item_ids, device)
+    if catalog is not None:
+        table.attach_catalog(catalog)
+    users = UserStage(model, table, MemoryStateStore(), model_version=model_version)
+    learner = OnlineLearner(model, table, online) if online is not None and online.enabled else None
+    return Pipeline(users, ItemStage(model, table, None), learner)
 
 
 def summarize(rr: RowRanks, mask: np.ndarray) -> dict[str, dict[str, Any]]:

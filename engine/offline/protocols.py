@@ -39,5 +39,7 @@ def split_log(log: InteractionLog, protocol: Protocol) -> Split:
         return Split(protocol, int(n * 0.8), int(n * 0.9), n)
     if protocol == "tgb":
         a, b = np.quantile(log.ts, [0.70, 0.85])
-        return Split(protocol, int(np.searchsorted(log.ts, a, "right")), int(np.searchsorted(log.ts, b, "right")), n)
+        return Split(
+            protocol, int(np.searchsorted(log.ts, a, "right")), int(np.searchsorted(log.ts, b, "right")), n
+        )
     raise ValueError(f"unknown protocol {protocol!r}; use 'jodie' or 'tgb'")

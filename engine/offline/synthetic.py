@@ -72,7 +72,8 @@ def drifting_log(
             items.append(f"i{i}")
             ts.append(clock)
     log = InteractionLog(
-        np.asarray(users, dtype=object), np.asarray(items, dtype=object), np.asarray(ts), np.zeros(n, np.int64)
+        np.asarray(users, dtype=object), np.asarray(items, dtype=object), np.asarray(ts),
+        np.zeros(n, np.int64),
     )
     return DriftingLog(
         log,
@@ -307,7 +308,8 @@ def write_catalog(items: list[Item], path: str | Path) -> None:
 
 
 def write_log_csv(log: InteractionLog, path: str | Path) -> None:
-    """Write ``user,item,ts`` with a header, one row per event (readable by :func:`engine.offline.data.read_csv`)."""
+    """Write ``user,item,ts`` with a header, one row per event (readable by
+    :func:`engine.offline.data.read_csv`)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["user", "item", "ts"])

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +21,9 @@ import torch.nn.functional as F
 
 from engine.catalog.cointeraction import cointeraction_vectors
 from engine.fold.context import log_contexts
-from engine.offline.data import InteractionLog
 from engine.fold.graph import ItemGraph
 from engine.fold.scoring import score_items
+from engine.offline.data import InteractionLog
 from models.interest import InterestConfig, InterestModel
 from schemas import EVENT_TYPES
 
@@ -36,35 +37,39 @@ CATALOG_CONTENT_DIM = 32  # co-interaction width when a catalogue brings text
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Training hyper-parameters, and the model they train (``interest``; its ``n_items`` is the log's)."""
+
     epochs: int = 2
     batch_size: int = 200
     lr: float = 3e-3
     weight_decay: float = 1e-5
     grad_clip: float = 5.0
     seed: int = 0
-    dim: int = 64
-    profile_items: int = 48
-    use_memory: bool = True
-    use_item_bias: bool = True
-    seq_len: int = 16
-    use_sequence: bool = True
-    use_time_projection: bool = True
-    trending_horizons: tuple[float, ...] = (1_000.0, 100_000.0)
-    use_graph_snapshots: bool = False
-    snapshot_every: int = 5_000
-    content_dim: int = 0  # width of the co-interaction vectors (engine/catalog/cointeraction.py); 0: off
-    content_window: int = 8
-    text_dim: int = 0  # width of the catalogue's text vectors (0: no catalogue); see engine/catalog/alignment.py
+    content_window: int = 8  # a user's later items that count as co-used (engine/catalog/cointeraction.py)
     # multi-task: loss weight per event type of the predicted event (e.g. {"purchase": 3.0}; others 1),
     # and the weight of predicting the next event's type, used when the log has more than one type
     event_weights: dict[str, float] | None = None
     type_loss_weight: float = 0.1
-    handover: float = 10.0
+    interest: InterestConfig = field(default_factory=InterestConfig)
+
+    @classmethod
+    def of(cls, **given: Any) -> TrainConfig:
+        """A config from field names, as a JSON file's ``"train"`` object gives them: the training fields,
+        and the model's either under ``interest`` (a dict or an :class:`InterestConfig`) or among them."""
+        nested = given.pop("interest", {})
+        if isinstance(nested, InterestConfig):
+            nested = asdict(nested)
+        model_fields = {f.name for f in fields(InterestConfig)}
+        flat = {k: given.pop(k) for k in list(given) if k in model_fields}
+        if both := sorted(set(flat) & set(nested)):
+            raise ValueError(f"train: {both} given both under 'interest' and beside it")
+        return cls(**given, interest=InterestConfig(**nested, **flat))
 
     def with_text(self, text_dim: int) -> TrainConfig:
         """This config for a catalogue with text vectors of width ``text_dim``: text is aligned into the
         co-interaction space, so the model needs one (``CATALOG_CONTENT_DIM`` unless already set)."""
-        return replace(self, text_dim=text_dim, content_dim=self.content_dim or CATALOG_CONTENT_DIM)
+        content_dim = self.interest.content_dim or CATALOG_CONTENT_DIM
+        return replace(self, interest=replace(self.interest, text_dim=text_dim, content_dim=content_dim))
 
 
 @dataclass
@@ -77,7 +82,9 @@ class TrainResult:
     item_memory: torch.Tensor | None = None  # [N, d] item memories at the end of the log
 
     def meta(self, cfg: TrainConfig) -> dict:
-        return {"train": asdict(cfg), "losses": self.losses, "seconds": self.seconds, "n_events": self.n_events}
+        """The checkpoint's record of its training: ``cfg`` with the model's config as trained."""
+        trained = asdict(replace(cfg, interest=self.model.cfg))
+        return {"train": trained, "losses": self.losses, "seconds": self.seconds, "n_events": self.n_events}
 
 
 def _last_per_key(keys: np.ndarray) -> np.ndarray:
@@ -102,26 +109,19 @@ def train(
     user_index: dict[str, int] = {}
     users = np.array([user_index.setdefault(u, len(user_index)) for u in log.users], np.int64)
     items = np.array([item_index[i] for i in log.items], np.int64)
-    contexts = log_contexts(users, items, log.ts, log.event_types, cfg.profile_items, cfg.seq_len)
-    last_np = contexts.last_rows.numpy()
     n_users, n_items, n = len(user_index), len(item_ids), len(log)
-    model = InterestModel(
-        InterestConfig(
-            n_items=n_items, dim=cfg.dim, profile_items=cfg.profile_items, use_memory=cfg.use_memory,
-            use_item_bias=cfg.use_item_bias, seq_len=cfg.seq_len, use_sequence=cfg.use_sequence,
-            use_time_projection=cfg.use_time_projection, trending_horizons=tuple(cfg.trending_horizons),
-            use_graph_snapshots=cfg.use_graph_snapshots, snapshot_every=cfg.snapshot_every,
-            content_dim=cfg.content_dim, text_dim=cfg.text_dim, handover=cfg.handover,
-        )
-    )
+    mcfg = replace(cfg.interest, n_items=n_items)
+    contexts = log_contexts(users, items, log.ts, log.event_types, mcfg.profile_items, mcfg.seq_len)
+    last_np = contexts.last_rows.numpy()
+    model = InterestModel(mcfg)
     model.item_counts.copy_(torch.from_numpy(np.bincount(items, minlength=n_items)).float())
     attr_edges = None
     if attributes is not None:
         a_rows, a_attrs, a_names = attributes(item_ids)
         attr_edges = (torch.from_numpy(a_rows), torch.from_numpy(a_attrs), len(a_names))
     content = None
-    if cfg.content_dim > 0:
-        c = cointeraction_vectors(users, items, n_items, cfg.content_dim, cfg.content_window, cfg.seed)
+    if mcfg.content_dim > 0:
+        c = cointeraction_vectors(users, items, n_items, mcfg.content_dim, cfg.content_window, cfg.seed)
         model.item_content.copy_(torch.from_numpy(c))
         content = model.item_content
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -132,30 +132,30 @@ def train(
     if unknown:
         raise ValueError(f"event_weights: unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
     per_type = torch.ones(len(EVENT_TYPES))
-    for name, w in (cfg.event_weights or {}).items():
-        per_type[type_index[name]] = w
+    for name, weight in (cfg.event_weights or {}).items():
+        per_type[type_index[name]] = weight
     row_weight = per_type[etypes]  # [E]
     multi_type = len(np.unique(log.event_types)) > 1 and cfg.type_loss_weight > 0
     ones = torch.ones(n)
     losses: list[float] = []
     for epoch in range(cfg.epochs):
         model.train()
-        user_mem = torch.zeros(n_users, cfg.dim)
-        item_mem = torch.zeros(n_items, cfg.dim)
+        user_mem = torch.zeros(n_users, mcfg.dim)
+        item_mem = torch.zeros(n_items, mcfg.dim)
         user_t = torch.full((n_users,), float("nan"))
         item_t = torch.full((n_items,), float("nan"))
-        graph = ItemGraph(n_items, model.cfg.trending_horizons)
+        graph = ItemGraph(n_items, mcfg.trending_horizons)
         pending: np.ndarray | None = None
         # item-graph snapshots: states H_k are recomputed with gradients in each batch from the
         # detached H_{k-1} and the closed snapshot's edges (one step of backpropagation through time)
-        graph_prev = torch.zeros(n_items, cfg.dim)
+        graph_prev = torch.zeros(n_items, mcfg.dim)
         graph_state, edges = graph_prev, None
         total, count = 0.0, 0
         for b0 in range(0, n, cfg.batch_size):
             cur = np.arange(b0, min(n, b0 + cfg.batch_size))
             u_all, i_all = user_mem, item_mem
-            if cfg.use_graph_snapshots:
-                if graph.events_since_snapshot >= cfg.snapshot_every:
+            if mcfg.use_graph_snapshots:
+                if graph.events_since_snapshot >= mcfg.snapshot_every:
                     graph_prev = graph_state.detach()
                     edges = graph.snapshot_edges(n_items, graph_prev.device)
                 if edges is not None:
@@ -179,10 +179,12 @@ def train(
             cu = torch.from_numpy(users[cur])
             queries: list[torch.Tensor] = []
             scores = score_items(
-                model, graph, vectors, model.item_bias, u_all[cu], contexts[torch.from_numpy(cur)], content, queries
+                model, graph, vectors, model.item_bias, u_all[cu], contexts[torch.from_numpy(cur)], content,
+                queries,
             )
             w = row_weight[cur]
-            loss = (F.cross_entropy(scores, torch.from_numpy(items[cur]), reduction="none") * w).sum() / w.sum()
+            per_row = F.cross_entropy(scores, torch.from_numpy(items[cur]), reduction="none")
+            loss = (per_row * w).sum() / w.sum()
             if multi_type:
                 loss = loss + cfg.type_loss_weight * F.cross_entropy(model.type_head(queries[0]), etypes[cur])
             opt.zero_grad()

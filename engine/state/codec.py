@@ -15,11 +15,11 @@ calls rather than a loop over entries::
       follows the history columns as u8 len + id)
 
 Times are the events' own float64 seconds and round-trip exactly (a float32 is 128 s coarse at epoch
-seconds). The events since an entry's last use saturate at 65,535: every profile decay (engine/fold/profile.py)
-has reached exactly 0.0 long before, so the saturated value scores and updates the same. Formats 3 (times
-as float32 seconds before ``last_t``, the event number of the last use as u32, a float16 interest
-summary) and 2 (the same, entry after entry) are still read. The profile holds the distinct items
-the user used recently.
+seconds). The events since an entry's last use saturate at 65,535: every profile decay
+(engine/fold/profile.py) has reached exactly 0.0 long before, so the saturated value scores and
+updates the same. Formats 3 (times as float32 seconds before ``last_t``, the event number of the last
+use as u32, a float16 interest summary) and 2 (the same, entry after entry) are still read. The
+profile holds the distinct items the user used recently.
 
 The history ring stores item ids, not in-process row numbers, so state stays valid when its
 partition moves to another worker. ``last_t`` sits at a fixed offset (:func:`user_last_t`), so an
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "ItemState", "StateFormatError", "UserState", "decode_catalog_entry", "decode_item", "decode_user",
-    "encode_catalog_entry", "encode_item", "encode_user", "user_last_t",
+    "ItemState", "StateFormatError", "UserState", "decode_catalog_entry", "decode_item_state", "decode_user",
+    "encode_catalog_entry", "encode_item_state", "encode_user", "user_last_t",
 ]
 
 USER_FORMAT = 4
@@ -215,13 +215,13 @@ class ItemState:
     count: int = 0
 
 
-def encode_item(s: ItemState) -> bytes:
+def encode_item_state(s: ItemState) -> bytes:
     return _ITEM_HEAD.pack(ITEM_FORMAT, s.memory.shape[0], s.last_t, s.count) + np.ascontiguousarray(
         s.memory, dtype="<f4"
     ).tobytes()
 
 
-def decode_item(b: bytes) -> ItemState:
+def decode_item_state(b: bytes) -> ItemState:
     if not b or b[0] != ITEM_FORMAT:
         raise StateFormatError(f"unknown item state format {b[:1]!r}")
     _, dim, last_t, count = _ITEM_HEAD.unpack_from(b, 0)

@@ -19,8 +19,8 @@ import logging
 import math
 from collections.abc import Iterable
 
-from engine.state.codec import StateFormatError, user_last_t
 from engine.fold.users import user_partition_name
+from engine.state.codec import StateFormatError, user_last_t
 from engine.state.store import StateStore, new_transaction
 
 __all__ = ["ExpirySweep", "forget_users"]

@@ -16,7 +16,7 @@ import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from rocksdict import (
     BlockBasedOptions,
@@ -203,7 +203,8 @@ class _RocksPartition:
         if not keys:
             return {}
         with self.store._lock:
-            values = self._cf().get(keys)  # rocksdict multi-get: a list aligned with keys, None where absent
+            # rocksdict multi-get: a list aligned with keys, None where absent
+            values = cast(list[bytes | None], self._cf().get(cast(Any, keys)))
         return {k: v for k, v in zip(keys, values) if v is not None}
 
     def get(self, key: bytes) -> bytes | None:
@@ -214,7 +215,7 @@ class _RocksPartition:
         self.store.write_many([(self, tx)])
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        return iter(self._cf().items())
+        return cast(Iterator[tuple[bytes, bytes]], iter(cast(Any, self._cf().items())))
 
     def scan(self, start: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
@@ -223,7 +224,7 @@ class _RocksPartition:
             for kv in cf.items(from_key=start) if start is not None else cf.items():
                 if len(out) >= limit:
                     break
-                out.append(kv)
+                out.append(cast(tuple[bytes, bytes], kv))
         return out
 
     def erase(self, keys: Iterable[bytes]) -> None:

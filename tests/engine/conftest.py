@@ -1,3 +1,5 @@
+"""Engine fixtures: a tiny log of users with favourite items, a small untrained model and its item ids."""
+
 import numpy as np
 import pytest
 import torch

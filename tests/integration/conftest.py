@@ -16,7 +16,8 @@ from engine.checkpoint import save_checkpoint
 from engine.offline.data import InteractionLog
 from engine.offline.train import TrainConfig, train
 from schemas import Interaction
-from streams.broker import EmbeddedBroker, create_topics
+from streams.admin import create_topics
+from streams.broker import EmbeddedBroker
 from streams.config import Settings, Topics
 from streams.runtime import load_engine
 from streams.topics import topic_specs
@@ -33,7 +34,9 @@ def synthetic_events(n_users: int, per_user: int, t0: float = 1_700_000_000.0) -
     for j in range(per_user):
         for u in range(n_users):
             item = (u * 7 + j) % N_ITEMS
-            events.append(Interaction(f"user-{u}", f"item-{item}", t0 + j * 60 + u, "click" if j % 3 else "view"))
+            events.append(
+                Interaction(f"user-{u}", f"item-{item}", t0 + j * 60 + u, "click" if j % 3 else "view")
+            )
     return events
 
 
@@ -65,7 +68,9 @@ def wait_for(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-unty
 
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory) -> Path:
-    res = train(events_log(synthetic_events(10, 30)), TrainConfig(epochs=1, batch_size=50, dim=16, profile_items=8))
+    res = train(
+        events_log(synthetic_events(10, 30)), TrainConfig.of(epochs=1, batch_size=50, dim=16, profile_items=8)
+    )
     d = tmp_path_factory.mktemp("checkpoints")
     save_checkpoint(d, res.model, res.item_ids, {})
     return d

@@ -9,8 +9,8 @@ import pytest
 
 from engine.catalog.alignment import AlignTrainConfig, fit_alignment
 from engine.catalog.knowledge import Catalog
-from engine.checkpoint import save_checkpoint
 from engine.catalog.text import TextEncoder
+from engine.checkpoint import save_checkpoint
 from engine.offline.train import TrainConfig, train
 from schemas import Item
 from tests.integration.conftest import (
@@ -38,7 +38,9 @@ def _items() -> list[Item]:
     out = []
     for k in range(N_ITEMS):
         g = GENRES[k % len(GENRES)]
-        out.append(Item(f"item-{k}", f"{g.title()} {k}", f"All about {WORDS[g]}.", {"genre": g, "tags": [g[:3]]}))
+        out.append(
+            Item(f"item-{k}", f"{g.title()} {k}", f"All about {WORDS[g]}.", {"genre": g, "tags": [g[:3]]})
+        )
     out.append(Item("new-1", "Late Night Jazz", f"Brand new: {WORDS['jazz']}.", {"genre": "jazz"}))
     return out
 
@@ -47,7 +49,12 @@ def _items() -> list[Item]:
 def text_checkpoint(tmp_path_factory):
     log = events_log(synthetic_events(10, 30))
     encoder = TextEncoder()
-    res = train(log, TrainConfig(epochs=1, batch_size=50, dim=16, profile_items=8, content_dim=8, text_dim=encoder.dim))
+    res = train(
+        log,
+        TrainConfig.of(
+            epochs=1, batch_size=50, dim=16, profile_items=8, content_dim=8, text_dim=encoder.dim
+        ),
+    )
     catalog = Catalog()
     catalog.upsert(_items()[:-1], encoder.encode)
     fit_alignment(res.model, res.item_ids, catalog, AlignTrainConfig(steps=50))
@@ -63,7 +70,11 @@ def test_catalogue_items_join_the_table_and_survive_a_restart(settings, text_che
     produce(settings, settings.topics.items, [(it.item_id.encode(), it.to_json()) for it in items] + bad)
     worker, thread = start_worker(settings)
     try:
-        wait_for(lambda: worker.catalog.caught_up.is_set() and worker.catalog.applied >= len(items), 60, "catalogue not applied")
+        wait_for(
+            lambda: worker.catalog.caught_up.is_set() and worker.catalog.applied >= len(items),
+            60,
+            "catalogue not applied",
+        )
         table = worker.engine.items.table
         row = table.index["new-1"]  # a new item: in the table before anyone has used it
         assert table.knowledge[row].abs().sum() > 0 and table.title(row) == "Late Night Jazz"
@@ -79,7 +90,12 @@ def test_catalogue_items_join_the_table_and_survive_a_restart(settings, text_che
         wait_for(again.catalog.caught_up.is_set, 60, "catalogue not re-read")
         assert again.catalog.encoded == 0  # unchanged text is not encoded again
         assert again.engine.items.table.title(again.engine.items.table.index["new-1"]) == "Late Night Jazz"
-        changed = Item("new-1", "Late Night Jazz", "Now with a new description of swing and saxophone.", {"genre": "jazz"})
+        changed = Item(
+            "new-1",
+            "Late Night Jazz",
+            "Now with a new description of swing and saxophone.",
+            {"genre": "jazz"},
+        )
         produce(settings, settings.topics.items, [(b"new-1", changed.to_json())])
         wait_for(lambda: again.catalog.encoded == 1, 60, "changed text not encoded")  # only it
     finally:

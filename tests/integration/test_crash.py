@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.state.codec import decode_item, decode_user
+from engine.state.codec import decode_item_state, decode_user
 from engine.state.store import RocksDBStateStore
 from tests.integration.conftest import (
     committed,
@@ -138,7 +138,7 @@ def test_repeated_sigkill_loses_nothing_and_folds_nothing_twice(settings, capsys
     assert items == ref_items
     for raw in users.values():
         assert decode_user(raw).n_events == 20  # nothing lost, nothing folded twice
-    assert sum(decode_item(v).count for k, v in items.items() if k.startswith(b"i/")) == len(events)
+    assert sum(decode_item_state(v).count for k, v in items.items() if k.startswith(b"i/")) == len(events)
     missing, duplicates = _answered(base, kw["topics"]["recommendations"], events, delivered)
     assert missing == 0
     with capsys.disabled():
@@ -167,7 +167,7 @@ def test_repeated_sigkill_with_online_learning_stays_within_tolerance(settings, 
         worst = max(worst, float(np.abs(a.memory - b.memory).max()))
     for key, raw in items.items():
         if key.startswith(b"i/"):
-            a, b = decode_item(raw), decode_item(ref_items[key])
+            a, b = decode_item_state(raw), decode_item_state(ref_items[key])
             assert (a.count, a.last_t) == (b.count, b.last_t)
             worst = max(worst, float(np.abs(a.memory - b.memory).max()))
     assert worst <= ONLINE_TOLERANCE, worst

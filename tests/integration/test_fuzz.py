@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.checkpoint import load_checkpoint
+from engine.fold.items import ItemStage
+from engine.fold.table import ItemTable
 from engine.fold.users import SourcedEvent, UserStage
-from engine.fold.items import ItemStage, ItemTable
 from engine.state.store import MemoryStateStore
 from schemas import MAX_DEAD_LETTER_ORIGINAL_BYTES, decode_interaction
 from streams.runtime import load_engine, resolve_checkpoint

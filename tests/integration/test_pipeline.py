@@ -16,7 +16,10 @@ pytestmark = pytest.mark.integration
 
 def _answered(sources):
     def until(msgs):
-        seen = {(json.loads(m.value())["source"]["partition"], json.loads(m.value())["source"]["offset"]) for m in msgs}
+        seen = {
+            (json.loads(m.value())["source"]["partition"], json.loads(m.value())["source"]["offset"])
+            for m in msgs
+        }
         return sources <= seen
 
     return until
@@ -90,7 +93,11 @@ def test_malformed_records_go_to_the_dlq_while_valid_ones_flow(settings):
     worker, thread = start_worker(settings)
     try:
         dlq = drain(settings, settings.topics.dlq, lambda ms: len(ms) >= len(bad))
-        recs = drain(settings, settings.topics.recommendations, lambda ms: {json.loads(m.value())["user_id"] for m in ms} == {e.user_id for e in valid})
+        recs = drain(
+            settings,
+            settings.topics.recommendations,
+            lambda ms: {json.loads(m.value())["user_id"] for m in ms} == {e.user_id for e in valid},
+        )
         assert thread.is_alive()  # bad input never stops the worker
     finally:
         worker.stop()
@@ -103,7 +110,10 @@ def test_malformed_records_go_to_the_dlq_while_valid_ones_flow(settings):
     assert sorted(base64.b64decode(d["original"]) for d in letters) == sorted(bad)
     assert sorted(d["error_kind"] for d in letters) == sorted(kinds)
     assert worker.stats.folded == len(valid) and worker.stats.dead_letters == len(bad)
-    assert recs
+    # no recommendation answers a dead-lettered record as the last event it folded
+    dead = {(d["source"]["partition"], d["source"]["offset"]) for d in letters}
+    answers = [json.loads(m.value())["source"] for m in recs]
+    assert len(dead) == len(bad) and not {(a["partition"], a["offset"]) for a in answers} & dead
 
 
 def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings):
@@ -112,9 +122,9 @@ def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings
     import numpy as np
 
     from engine.checkpoint import latest_checkpoint, load_checkpoint
-    from engine.offline.evaluation import evaluate_stream
     from engine.fold.online import OnlineConfig
-    from streams.broker import create_topics
+    from engine.offline.evaluation import evaluate_stream
+    from streams.admin import create_topics
     from streams.config import Topics
     from streams.topics import topic_specs
     from tests.integration.conftest import N_ITEMS
@@ -154,7 +164,12 @@ def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings
     ckpt = load_checkpoint(latest_checkpoint(one.checkpoint_dir))
     log = events_log(events)
     rr = evaluate_stream(
-        ckpt.model, ckpt.item_ids, log, 0, batch_size=one.batch_max_events, online=OnlineConfig(enabled=False),
+        ckpt.model,
+        ckpt.item_ids,
+        log,
+        0,
+        batch_size=one.batch_max_events,
+        online=OnlineConfig(enabled=False),
         at_row_time=False,
     )
     rows = sorted(kafka)

@@ -11,7 +11,15 @@ import pytest
 from engine.state.codec import decode_user
 from schemas import Interaction
 from streams.worker import FOLD_FAILURES_BEFORE_STOP, EngineFault
-from tests.integration.conftest import drain, fresh_topics, produce, start_worker, synthetic_events, wait_for
+from tests.integration.conftest import (
+    drain,
+    fresh_topics,
+    produce,
+    read_all,
+    start_worker,
+    synthetic_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +80,7 @@ def test_poison_records_are_dead_lettered_and_every_other_record_is_folded(setti
     assert sorted(d["error_kind"] for d in letters.values()) == sorted(kind for _, _, kind in poison)
     by_kind = {d["error_kind"]: d for d in letters.values()}
     big = by_kind["too_large"]
-    assert big["original_truncated"] and len(base64.b64decode(big["original"])) == 16_384
+    assert big["original_truncated"] is True and len(base64.b64decode(big["original"])) == 16_384
     assert worker.stats.dead_letters == len(poison) and worker.stats.folded == len(valid) + 1
     users = dict(worker.engine.store.partition("users-0").items())
     assert set(users) == {e.user_id.encode() for e in valid} | {b"mismatch-user"}
@@ -135,12 +143,14 @@ def test_a_record_the_fold_fails_on_is_isolated_and_dead_lettered(settings):
     assert all(
         d["error_kind"] == "fold_error" and "ZeroDivisionError" in d["error"] for d in letters.values()
     )
-    recs = drain(
-        s,
-        s.topics.recommendations,
-        lambda ms: {json.loads(m.value())["user_id"] for m in ms} >= {e.user_id for e in events},
-    )
-    assert recs
+    # every other event is answered by a recommendation of its user (first_offset … offset), and
+    # none names a dead-lettered record as the last event it folded
+    recs = [json.loads(m.value()) for m in read_all(s, s.topics.recommendations)]
+    answered = {
+        (r["user_id"], o) for r in recs for o in range(r["source"]["first_offset"], r["source"]["offset"] + 1)
+    }
+    assert all((e.user_id, k) in answered for k, e in enumerate(events) if k not in poisoned)
+    assert not {r["source"]["offset"] for r in recs} & poisoned
 
 
 def test_a_fold_that_fails_on_every_record_stops_the_worker_with_the_reason(settings):
@@ -168,10 +178,10 @@ def _started_with_a_fold_that_fails_on(item: str, s):  # type: ignore[no-untyped
     engine = load_engine(s)
     real = engine.users.fold
 
-    def fold(events, **kw):  # type: ignore[no-untyped-def]
+    def fold(events, *args, **kw):  # type: ignore[no-untyped-def]
         if any(e.event.item_id == item for e in events):
             return 1 / 0
-        return real(events, **kw)
+        return real(events, *args, **kw)
 
     engine.users.fold = fold  # type: ignore[method-assign]
     worker = Worker(s, engine)

@@ -1,3 +1,5 @@
+"""The text alignment: unit, deterministic vectors, and InfoNCE pulling each text to its item."""
+
 import torch
 
 from models.align import AlignConfig, TextAlignment

@@ -1,3 +1,5 @@
+"""The interest model: memory updates, pair features and the scores' shape."""
+
 import torch
 
 from models.interest import InterestConfig, InterestModel
@@ -7,7 +9,13 @@ from models.memory import MemoryConfig, TemporalMemory
 def test_memory_update_shapes_and_determinism():
     torch.manual_seed(1)
     mem = TemporalMemory(MemoryConfig(dim=8, time_dim=4))
-    args = (torch.zeros(5, 8), torch.randn(5, 8), torch.tensor([0.0, 1, 10, 1e6, -3]), torch.zeros(5, dtype=torch.long), torch.ones(5))
+    args = (
+        torch.zeros(5, 8),
+        torch.randn(5, 8),
+        torch.tensor([0.0, 1, 10, 1e6, -3]),
+        torch.zeros(5, dtype=torch.long),
+        torch.ones(5),
+    )
     out = mem.update_users(*args)
     assert out.shape == (5, 8) and torch.isfinite(out).all()
     torch.manual_seed(1)
@@ -35,7 +43,15 @@ def _score(m, rows):
         vecs = m.item_vectors(m.item_static.weight, torch.zeros(6, 8))
         hist = torch.zeros(2, 3, 8)
         gap = torch.tensor([5.0, 0.0])
-        q = m.query(torch.zeros(2, 8), torch.zeros(2, 8), hist, torch.ones(2, 3), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.bool), gap)
+        q = m.query(
+            torch.zeros(2, 8),
+            torch.zeros(2, 8),
+            hist,
+            torch.ones(2, 3),
+            torch.zeros(2, 3, dtype=torch.long),
+            torch.zeros(2, 3, dtype=torch.bool),
+            gap,
+        )
         none = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, 3))
         return m.scores(q, vecs, m.item_bias, rows, feats, none, torch.zeros(6, 2), gap)
 

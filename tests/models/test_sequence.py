@@ -1,3 +1,5 @@
+"""The sequence model, the time projection and the item-graph snapshot model."""
+
 import torch
 
 from models.graph_context import GraphSnapshotModel

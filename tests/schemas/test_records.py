@@ -1,3 +1,5 @@
+"""Records against their JSON Schemas: decoding, bounds, keys, dead letters, round trips."""
+
 import base64
 import json
 
@@ -8,6 +10,7 @@ from schemas import (
     MAX_DEAD_LETTER_ORIGINAL_BYTES,
     DeadLetter,
     Interaction,
+    Item,
     ItemVector,
     Limits,
     Recommendation,
@@ -52,7 +55,10 @@ def test_valid_interaction_decodes_and_matches_schema():
             b'{"user_id": "u", "item_id": "a", "timestamp": 1, "event_type": "view", "weight": -1}',
             "out_of_range",
         ),
-        (b'{"user_id": "u", "item_id": "a", "timestamp": 1, "event_type": "view", "schema_version": 9}', "bad_version"),
+        (
+            b'{"user_id": "u", "item_id": "a", "timestamp": 1, "event_type": "view", "schema_version": 9}',
+            "bad_version",
+        ),
         (None, "empty"),
     ],
 )
@@ -71,7 +77,9 @@ def test_invalid_interactions_are_rejected_with_a_kind(raw, kind):
 
 def test_overlong_ids_are_rejected():
     with pytest.raises(SchemaError):
-        decode_interaction(json.dumps({"user_id": "u" * 300, "item_id": "a", "timestamp": 1, "event_type": "view"}).encode())
+        decode_interaction(
+            json.dumps({"user_id": "u" * 300, "item_id": "a", "timestamp": 1, "event_type": "view"}).encode()
+        )
 
 
 def _record(**fields) -> bytes:
@@ -165,8 +173,36 @@ def test_dead_letter_and_item_vector_match_schemas():
     _validator("dead_letter.v1").validate(json.loads(dl.to_json()))
     iv = ItemVector("a", (0.1, 0.2), 1.0, "m")
     _validator("item_vector.v1").validate(json.loads(iv.to_json()))
-    _validator("item_update.v1")
-    _validator("item.v1")
+
+
+def test_item_schema_accepts_what_items_write_and_rejects_what_decode_item_rejects():
+    schema = _validator("item.v1")
+    item = Item("a", "T", "text", {"genre": ["x"], "year": 1999})
+    schema.validate(json.loads(item.to_json()))
+    assert decode_item(item.to_json()) == item
+    for bad in (
+        {"item_id": "a"},  # no title
+        {"title": "T"},  # no id
+        {"item_id": "", "title": "T"},
+        {"item_id": "a", "title": 7},
+        {"item_id": "a", "title": "T", "attributes": {"genre": None}},
+        {"item_id": "a", "title": "T", "schema_version": 2},
+    ):
+        assert not schema.is_valid(bad), bad
+
+
+def test_item_update_schema_requires_every_field():
+    schema = _validator("item_update.v1")
+    good = {
+        "schema_version": 1, "item_id": "a", "user_vector": [0.5, -0.25], "timestamp": 1.5,
+        "source": {"topic": "t", "partition": 0, "offset": 3},
+    }
+    schema.validate(good)
+    for name in ("schema_version", "item_id", "user_vector", "timestamp", "source"):
+        assert not schema.is_valid({k: v for k, v in good.items() if k != name}), name
+    assert not schema.is_valid({**good, "user_vector": ["x"]})
+    assert not schema.is_valid({**good, "source": {"topic": "t", "partition": 0}})
+    assert not schema.is_valid({**good, "schema_version": 2})
 
 
 def test_item_decode():

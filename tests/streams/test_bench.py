@@ -1,9 +1,20 @@
+"""``tide bench``: its throughput windows, the paced producer and the reader it measures latency
+with (against the embedded broker), and (``-m bench``) a small run of every mode end to end."""
+
 import json
+import time
+import uuid
 
 import pytest
 
+from schemas import Recommendation, ScoredItem, SourceRef
+from streams.admin import create_topics
 from streams.bench import median_window_rate
 from streams.cli import main
+from streams.config import Settings, Topics
+from streams.reader import RecommendationReader
+from streams.replay import produce_paced
+from streams.topics import topic_specs
 
 
 def test_median_window_rate_interpolates_between_batches():
@@ -14,12 +25,48 @@ def test_median_window_rate_interpolates_between_batches():
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_paced_records_reach_the_reader_with_their_latency(embedded_broker):
+    tag = f"pace-{uuid.uuid4().hex[:6]}"
+    topics = Topics(**{name: f"{tag}.{name}" for name in Topics.model_fields})
+    settings = Settings(bootstrap_servers=embedded_broker.bootstrap_servers, topics=topics)
+    create_topics(settings.bootstrap_servers, topic_specs(settings))
+    latencies = RecommendationReader(settings, keep_records=False)
+    records = RecommendationReader(settings)
+    for reader in (latencies, records):
+        reader.start()
+        assert reader.ready.wait(60)
+    latencies.live_from = time.time() - 1  # the events below are stamped 50 ms in the past
+
+    def record(k: int) -> tuple[bytes, bytes]:  # each answers an event stamped 50 ms before it is sent
+        source = SourceRef(topics.interactions, 0, k, time.time() - 0.05, k)
+        rec = Recommendation(f"u{k}", (ScoredItem("i0", 1.0, "test"),), "v", source, time.time())
+        return rec.to_json(), rec.user_id.encode()
+
+    n, rate = 40, 200.0
+    try:
+        res = produce_paced(settings.producer_conf(), topics.recommendations, n, record, rate=rate)
+        assert res.n == n and res.seconds >= (n - 1) / rate
+        assert sorted(res.offsets.tolist()) == list(range(n)) and (res.timestamps > 0).all()
+        assert records.wait_for({(0, k) for k in range(n)}, 30)
+        deadline = time.monotonic() + 30
+        while len(latencies.latencies) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        latencies.stop()
+        records.stop()
+    assert len(latencies.latencies) == n and all(0.04 < x < 5 for x in latencies.latencies)
+    assert [r.user_id for r, _ in records.records] == [f"u{k}" for k in range(n)]
+    assert not records.latencies  # live_from unset: no latency kept
+
+
+@pytest.mark.integration
 @pytest.mark.bench
 @pytest.mark.timeout(300)
 def test_bench_runs_every_mode_and_writes_its_report(tmp_path, capsys):
     report = tmp_path / "bench.json"
-    args = ["bench", "--users", "200", "--items", "50", "--events", "3000", "--rate", "300", "--latency-seconds", "1",
-            "--workdir", str(tmp_path / "work"), "--report", str(report)]
+    args = ["bench", "--users", "200", "--items", "50", "--events", "3000", "--rate", "300",
+            "--latency-seconds", "1", "--workdir", str(tmp_path / "work"), "--report", str(report)]
     assert main(args) == 0
     rep = json.loads(report.read_text())
     for mode in ("engine", "raw_pipe", "noop"):

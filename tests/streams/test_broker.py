@@ -13,12 +13,18 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from streams.broker import EmbeddedBroker, TopicSpec, create_topics
+from streams.admin import TopicSpec, create_topics
+from streams.broker import EmbeddedBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 # Tansu completes a group join after about session.timeout.ms / 2, so keep it small.
-GROUP_CONF = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "auto.offset.reset": "earliest"}
+GROUP_CONF = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+    "auto.offset.reset": "earliest",
+    "enable.auto.commit": False,
+}
 
 
 def _name(prefix: str) -> str:
@@ -108,10 +114,11 @@ def test_keyed_round_trip_through_a_consumer_group(embedded_broker: EmbeddedBrok
     sent = {f"user{i}": json.dumps({"user": f"user{i}", "n": i}).encode() for i in range(30)}
     ts = 1_700_000_000_000
     for i, (key, value) in enumerate(sent.items()):
-        producer.produce(topic, key=key.encode(), value=value, headers=[("trace", key.encode())], timestamp=ts + i)
+        headers = [("trace", key.encode())]
+        producer.produce(topic, key=key.encode(), value=value, headers=headers, timestamp=ts + i)
     assert producer.flush(10) == 0
 
-    consumer = Consumer({"bootstrap.servers": bs, "group.id": group, "enable.auto.commit": False, **GROUP_CONF})
+    consumer = Consumer({"bootstrap.servers": bs, "group.id": group, **GROUP_CONF})
     consumer.subscribe([topic])
     try:
         msgs = _consume(consumer, len(sent))
@@ -129,7 +136,7 @@ def test_keyed_round_trip_through_a_consumer_group(embedded_broker: EmbeddedBrok
     for key in ("user0", "user1", "user2"):
         producer.produce(topic, key=key.encode(), value=b"again")
     assert producer.flush(10) == 0
-    consumer = Consumer({"bootstrap.servers": bs, "group.id": group, "enable.auto.commit": False, **GROUP_CONF})
+    consumer = Consumer({"bootstrap.servers": bs, "group.id": group, **GROUP_CONF})
     consumer.subscribe([topic])
     try:
         msgs = _consume(consumer, 3)

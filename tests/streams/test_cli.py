@@ -1,6 +1,13 @@
-import json
+"""The command line: settings and option defaults reach the parsers, flags override settings, and
+train → evaluate runs end to end on a tiny log."""
 
-from streams.cli import main
+import json
+from dataclasses import asdict
+
+from streams.bench import BenchOptions
+from streams.cli import build_parser, main
+from streams.cli.flags import with_flags
+from streams.config import Settings
 
 
 def _csv(path, n_users=6, n_events=300):
@@ -20,12 +27,38 @@ def test_train_then_evaluate_writes_a_report(tmp_path, monkeypatch, capsys):
     report = tmp_path / "report.json"
     ck = next((tmp_path / "ck").glob("tide-*.pt"))
     for protocol in ("jodie", "tgb"):
-        assert main(["evaluate", "--data", str(data), "--protocol", protocol, "--checkpoint", str(ck), "--report", str(report)]) == 0
+        argv = ["evaluate", "--data", str(data), "--protocol", protocol, "--checkpoint", str(ck)]
+        assert main([*argv, "--report", str(report)]) == 0
         rep = json.loads(report.read_text())
         assert set(rep["baselines"]) == {"recency_frequency", "last_item_transitions", "popularity"}
-        assert rep["protocol"] == protocol and rep["model"]["n"] == rep["baselines"]["recency_frequency"]["n"] > 0
+        assert rep["protocol"] == protocol
+        assert rep["model"]["n"] == rep["baselines"]["recency_frequency"]["n"] > 0
         assert 0 < rep["model"]["mrr"] <= 1 and {"repeat", "first_time", "ndcg@10"} <= set(rep["model"])
         assert report.with_suffix(".png").stat().st_size > 1000
     # without a checkpoint it trains on the protocol's training split first
-    assert main(["evaluate", "--data", str(data), "--epochs", "1", "--no-online", "--report", str(report)]) == 0
-    assert json.loads(report.read_text())["timings"]["train_s"] > 0
+    argv = ["evaluate", "--data", str(data), "--epochs", "1", "--no-online"]
+    assert main([*argv, "--report", str(report)]) == 0
+    rep = json.loads(report.read_text())
+    assert "train_s" in rep["timings"] and rep["config"]["train"]["epochs"] == 1
+    assert rep["config"]["online"]["enabled"] is False
+
+
+def test_bench_flags_default_to_bench_options():
+    args = build_parser(Settings()).parse_args(["bench"])
+    opts = asdict(BenchOptions())
+    flags = {"batch": "batch_max_events", "modes": "modes", "no_online": "online_learning"}
+    for name in ("data", "users", "active_users", "items", "events", "rate", "latency_seconds", "bootstrap",
+                 "checkpoint", "dim", "top_k", "device", "workdir"):
+        assert getattr(args, name) == opts[name], name
+    assert args.batch == opts[flags["batch"]] and args.modes.split(",") == list(opts["modes"])
+    assert args.no_online is not opts["online_learning"]
+
+
+def test_settings_defaults_reach_the_parsers_and_flags_override_only_what_is_given(monkeypatch):
+    monkeypatch.setenv("TIDE_PARTITIONS", "3")
+    settings = Settings()
+    assert build_parser(settings).parse_args(["broker"]).partitions == 3
+    assert with_flags(settings, bootstrap_servers=None) is settings
+    moved = with_flags(settings, bootstrap_servers="kafka-9:9092", web_port=None)
+    assert moved.bootstrap_servers == "kafka-9:9092" and moved.web_port == settings.web_port
+    assert moved.partitions == 3 and settings.bootstrap_servers != "kafka-9:9092"

@@ -58,14 +58,14 @@ def _recorder(seen: list, name: str, fail: bool = False):  # type: ignore[no-unt
 
 
 def test_security_settings_reach_every_kafka_client(secure, monkeypatch, caplog, tmp_path):
-    import streams.catalog
+    import streams.catalog_stage
     import streams.forget
     import streams.reader
     import streams.replay
     import streams.topic_log
     import streams.worker
     from engine.offline.data import InteractionLog
-    from streams.catalog import CatalogStage, produce_catalog
+    from streams.catalog_stage import CatalogStage, produce_catalog
     from streams.forget import request_deletion
     from streams.reader import RecommendationReader
     from streams.replay import replay
@@ -78,7 +78,7 @@ def test_security_settings_reach_every_kafka_client(secure, monkeypatch, caplog,
     for mod, cls in [(streams.worker, "Consumer"), (streams.worker, "Producer"),
                      (streams.worker, "AdminClient"), (streams.reader, "Consumer")]:
         monkeypatch.setattr(mod, cls, _recorder(seen, f"{mod.__name__}.{cls}"))
-    for mod, cls in [(streams.catalog, "Consumer"), (streams.catalog, "Producer"),
+    for mod, cls in [(streams.catalog_stage, "Consumer"), (streams.catalog_stage, "Producer"),
                      (streams.replay, "Producer"), (streams.topic_log, "Consumer"),
                      (streams.forget, "Producer")]:
         monkeypatch.setattr(mod, cls, _recorder(seen, f"{mod.__name__}.{cls}", fail=True))
@@ -101,7 +101,7 @@ def test_security_settings_reach_every_kafka_client(secure, monkeypatch, caplog,
     seen.append(("streams.cli.topics", admin_conf))
     assert {name for name, _ in seen} >= {
         "streams.worker.Consumer", "streams.worker.Producer", "streams.worker.AdminClient",
-        "streams.reader.Consumer", "streams.catalog.Consumer", "streams.catalog.Producer",
+        "streams.reader.Consumer", "streams.catalog_stage.Consumer", "streams.catalog_stage.Producer",
         "streams.replay.Producer", "streams.topic_log.Consumer", "streams.forget.Producer",
         "streams.cli.topics",
     }

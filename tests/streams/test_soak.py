@@ -1,3 +1,5 @@
+"""What `tide soak` reports: the RSS slope and its verdict, metrics parsing, the plot and the summary."""
+
 import math
 
 import numpy as np

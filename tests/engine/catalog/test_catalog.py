@@ -1,3 +1,6 @@
+"""The catalogue's items: typed attributes, text encoded only when it changes, knowledge vectors of cold
+items."""
+
 import numpy as np
 import pytest
 import torch
@@ -38,5 +41,7 @@ def test_knowledge_of_a_cold_item_comes_from_its_text_and_its_attributes_neighbo
     assert torch.allclose(k[2], torch.tensor([0.0, 1.0]))  # its attribute's used item
     assert torch.allclose(k[3], torch.tensor([1.0, 0.0]))  # its text
     assert torch.allclose(k[0], torch.tensor([1.0, 0.0]))
-    both = knowledge_vectors(aligned[[3]].repeat(4, 1), torch.ones(4, dtype=torch.bool), (rows, attrs, 2), collab, counts)
+    both = knowledge_vectors(
+        aligned[[3]].repeat(4, 1), torch.ones(4, dtype=torch.bool), (rows, attrs, 2), collab, counts
+    )
     assert both[2] == pytest.approx(torch.tensor([0.7071, 0.7071]), abs=1e-3)  # half text, half attribute

@@ -1,3 +1,5 @@
+"""Reading catalogue files (CSV and JSON lines) and the errors a bad one gets."""
+
 from pathlib import Path
 
 import pytest

@@ -1,3 +1,5 @@
+"""Co-interaction vectors: items used by the same people are close."""
+
 import numpy as np
 
 from engine.catalog.cointeraction import cointeraction_vectors

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from engine.offline.data import read_csv
-from engine.offline.synthetic import FILLER_WORDS, TOPIC_WORDS, CatalogLog, catalog_log, write_catalog, write_log_csv
+from engine.offline.synthetic import (
+    FILLER_WORDS,
+    TOPIC_WORDS,
+    CatalogLog,
+    catalog_log,
+    write_catalog,
+    write_log_csv,
+)
 from schemas import decode_item
 
 

@@ -5,11 +5,12 @@ from collections import Counter
 import numpy as np
 import torch
 
+from engine.fold.items import ItemStage
+from engine.fold.table import ItemTable
 from engine.fold.users import SourcedEvent, UserStage
-from engine.fold.items import ItemStage, ItemTable
-from engine.state.store import MemoryStateStore
 from engine.offline.synthetic import drifting_log
 from engine.offline.train import TrainConfig, train
+from engine.state.store import MemoryStateStore
 from schemas import Interaction
 
 N_AFTER = 3  # events after the drift
@@ -18,7 +19,7 @@ N_AFTER = 3  # events after the drift
 def test_recommendations_follow_a_planted_interest_drift():
     d = drifting_log(seed=1)
     log = d.log
-    res = train(log, TrainConfig(epochs=3, batch_size=60, dim=16, profile_items=16, seed=0))
+    res = train(log, TrainConfig.of(epochs=3, batch_size=60, dim=16, profile_items=16, seed=0))
     table = ItemTable(res.model, res.item_ids, torch.device("cpu"))
     stage = UserStage(res.model, table, MemoryStateStore(), model_version="t", top_k=10)
     items = ItemStage(res.model, table, None)

@@ -1,10 +1,15 @@
+"""Reasons: each rule names its evidence with the right weight."""
+
+import math
+
+import pytest
 import torch
 
 from engine.catalog.knowledge import Catalog
-from engine.state.codec import UserState
 from engine.fold.context import HISTORY, apply_event, user_contexts
 from engine.fold.explain import explain
-from engine.fold.items import ItemTable
+from engine.fold.table import ItemTable
+from engine.state.codec import UserState
 from models.interest import InterestConfig, InterestModel
 from schemas import Item
 
@@ -31,18 +36,24 @@ def test_reasons_name_the_evidence():
     table.attach_catalog(Catalog())
     cat = table.catalog
     cat.upsert(
-        [Item("i1", "Blue Train", attributes={"genre": "jazz"}), Item("i3", "Kind of Blue", attributes={"genre": "jazz"}),
-         Item("new", "So What", attributes={"genre": "jazz"})],
+        [
+            Item("i1", "Blue Train", attributes={"genre": "jazz"}),
+            Item("i3", "Kind of Blue", attributes={"genre": "jazz"}),
+            Item("new", "So What", attributes={"genre": "jazz"}),
+        ],
         None,
     )
     table.catalog_changed(["i1", "i3", "new"])
     rows = torch.tensor([[table.index["i0"], 2, 3, table.index["new"]]])
     (reasons,) = explain(table, _history(table, "i0", "i1"), rows)
     assert reasons[0] == ("you just used this", 1.0)
-    assert reasons[1][0] == "like i0" and reasons[1][1] > 0.9  # close in the co-interaction space
+    # close to i0 in the co-interaction space: their cosine, (0.99, 0.14) against (1, 0)
+    assert reasons[1][0] == "like i0"
+    assert reasons[1][1] == pytest.approx(0.99 / math.hypot(0.99, 0.14), abs=1e-5)
     assert reasons[2][0] == "same genre (jazz) as Blue Train" and reasons[2][1] == 1.0
-    assert reasons[3][0] == "same genre (jazz) as Blue Train"  # a new item, explained by its attribute
-    assert all(isinstance(s, float) for _, s in reasons)
+    # a new item, explained by its attribute: its only attribute is Blue Train's
+    assert reasons[3] == ("same genre (jazz) as Blue Train", 1.0)
+    assert [type(s) for _, s in reasons] == [float] * 4
 
 
 def test_a_recommendation_with_no_evidence_says_so():

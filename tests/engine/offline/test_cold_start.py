@@ -5,11 +5,11 @@ import pytest
 
 from engine.catalog.alignment import AlignTrainConfig, fit_alignment
 from engine.catalog.knowledge import Catalog
+from engine.catalog.text import TextEncoder
+from engine.fold.online import OnlineConfig
 from engine.offline.cold_start import cold_start_split, evaluate_cold_start
 from engine.offline.evaluation import evaluate_stream
-from engine.fold.online import OnlineConfig
 from engine.offline.synthetic import catalog_log
-from engine.catalog.text import TextEncoder
 from engine.offline.train import TrainConfig, train
 
 
@@ -22,7 +22,9 @@ def world():
     train_end = int(0.8 * len(cl.log))
     res = train(
         cl.log.slice(0, train_end),
-        TrainConfig(epochs=3, batch_size=100, dim=16, profile_items=8, content_dim=16, text_dim=encoder.dim),
+        TrainConfig.of(
+            epochs=3, batch_size=100, dim=16, profile_items=8, content_dim=16, text_dim=encoder.dim
+        ),
     )
     report = fit_alignment(res.model, res.item_ids, catalog, AlignTrainConfig(steps=200))
     return cl, catalog, res, train_end, report

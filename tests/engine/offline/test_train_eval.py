@@ -1,16 +1,18 @@
+"""Training, checkpoints, protocols, the streaming evaluator and its baselines."""
+
 import numpy as np
 import pytest
 import torch
 
-from engine.offline.baselines import LastItemTransitions, Popularity, RecencyFrequency
 from engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.fold.context import log_contexts
+from engine.fold.online import OnlineConfig
+from engine.offline.baselines import LastItemTransitions, Popularity, RecencyFrequency
 from engine.offline.data import read_csv
 from engine.offline.evaluation import evaluate_stream, next_items, ranking_metrics, summarize
-from engine.fold.online import OnlineConfig
 from engine.offline.train import TrainConfig, train
 
-CFG = TrainConfig(epochs=2, batch_size=50, dim=16, profile_items=5)
+CFG = TrainConfig.of(epochs=2, batch_size=50, dim=16, profile_items=5)
 
 
 def test_protocol_splits(log):
@@ -32,7 +34,7 @@ def test_training_is_deterministic_and_learns(log):
 
 
 def test_checkpoint_rebuilds_its_model(log, tmp_path):
-    res = train(log, TrainConfig(epochs=1, batch_size=100, dim=8, profile_items=5))
+    res = train(log, TrainConfig.of(epochs=1, batch_size=100, dim=8, profile_items=5))
     path = save_checkpoint(tmp_path, res.model, res.item_ids, res.meta(CFG))
     assert latest_checkpoint(tmp_path) == path
     ck = load_checkpoint(path)
@@ -43,9 +45,14 @@ def test_checkpoint_rebuilds_its_model(log, tmp_path):
 
 @pytest.mark.parametrize("online", [False, True])
 def test_evaluation_ranks_every_scored_row_and_beats_popularity(log, online):
-    res = train(log, TrainConfig(epochs=3, batch_size=50, dim=16, profile_items=5))
+    res = train(log, TrainConfig.of(epochs=3, batch_size=50, dim=16, profile_items=5))
     rr = evaluate_stream(
-        res.model, res.item_ids, log, 400, batch_size=64, online=OnlineConfig(enabled=online, examples_per_step=20)
+        res.model,
+        res.item_ids,
+        log,
+        400,
+        batch_size=64,
+        online=OnlineConfig(enabled=online, examples_per_step=20),
     )
     assert len(rr.rows) == 200 and all(not np.isnan(r).any() for r in rr.ranks.values())
     assert set(rr.ranks) == {"model", "recency_frequency", "last_item_transitions", "popularity"}
@@ -87,7 +94,12 @@ def test_next_items_and_histories():
     nxt, idx = next_items(users.tolist(), items.tolist())
     assert nxt == ["c", None, "a", None] and idx.tolist() == [2, -1, 3, -1]
     ctx = log_contexts(
-        np.array([0, 1, 0, 0, 0]), np.array([5, 6, 7, 5, 8]), np.array([1.0, 2, 4, 9, 10]), np.zeros(5, np.int64), 2, 3
+        np.array([0, 1, 0, 0, 0]),
+        np.array([5, 6, 7, 5, 8]),
+        np.array([1.0, 2, 4, 9, 10]),
+        np.zeros(5, np.int64),
+        2,
+        3,
     )
     assert ctx.prof_rows.tolist() == [[-1, -1], [-1, -1], [5, -1], [7, 5], [5, 7]]
     assert ctx.last_rows.tolist() == [-1, -1, 5, 7, 5]
@@ -115,7 +127,9 @@ def test_offline_evaluation_carries_state_across_batches(log):
     from models.interest import InterestConfig, InterestModel
 
     ids = sorted(set(log.items.tolist()))
-    m = InterestModel(InterestConfig(n_items=len(ids), dim=8, profile_items=64, use_memory=False, use_item_bias=False))
+    m = InterestModel(
+        InterestConfig(n_items=len(ids), dim=8, profile_items=64, use_memory=False, use_item_bias=False)
+    )
 
     class FirstFeature(torch.nn.Module):
         def forward(self, x):
@@ -133,9 +147,11 @@ def test_event_types_are_weighted_and_predicted_jointly():
 
     log = tiny_log(n_events=300)
     rng = np.random.default_rng(0)
-    types = rng.choice([EVENT_TYPES.index("view"), EVENT_TYPES.index("purchase")], size=len(log), p=[0.8, 0.2])
+    types = rng.choice(
+        [EVENT_TYPES.index("view"), EVENT_TYPES.index("purchase")], size=len(log), p=[0.8, 0.2]
+    )
     log = type(log)(log.users, log.items, log.ts, types)
-    cfg = TrainConfig(epochs=2, batch_size=50, dim=8, profile_items=5, event_weights={"purchase": 3.0})
+    cfg = TrainConfig.of(epochs=2, batch_size=50, dim=8, profile_items=5, event_weights={"purchase": 3.0})
     res = train(log, cfg)
     assert np.isfinite(res.losses).all()
     with pytest.raises(ValueError, match="unknown event types"):

@@ -1,16 +1,18 @@
+"""Binary user and item state: round trips, sizes, and older formats still read."""
+
 import numpy as np
 import pytest
 
+from engine.fold.profile import update_profile
 from engine.state.codec import (
     ItemState,
     StateFormatError,
     UserState,
-    decode_item,
+    decode_item_state,
     decode_user,
-    encode_item,
+    encode_item_state,
     encode_user,
 )
-from engine.fold.profile import update_profile
 
 
 def test_user_state_round_trip_and_size():
@@ -32,7 +34,12 @@ def test_user_state_round_trip_and_size():
     raw = encode_user(s)
     back = decode_user(raw)
     assert np.array_equal(back.memory, s.memory)
-    assert (back.last_t, back.partition, back.offset, back.model_version) == (s.last_t, 3, 12345, s.model_version)
+    assert (back.last_t, back.partition, back.offset, back.model_version) == (
+        s.last_t,
+        3,
+        12345,
+        s.model_version,
+    )
     # times round-trip exactly (a float32 at epoch seconds would be 128 s coarse)
     assert (
         back.hist_items == s.hist_items
@@ -52,7 +59,7 @@ def test_empty_user_state_round_trips():
 
 def test_item_state_round_trip():
     s = ItemState(np.ones(4, np.float32), 2.0, 7)
-    back = decode_item(encode_item(s))
+    back = decode_item_state(encode_item_state(s))
     assert np.array_equal(back.memory, s.memory) and back.last_t == 2.0 and back.count == 7
 
 
@@ -71,11 +78,19 @@ def test_format_2_state_is_still_read():
     )
     st = decode_user(raw)
     assert st.memory.tolist() == [0.0, 1.0, 2.0, 3.0] and st.offset == 7 and st.model_version == "v1"
-    assert st.hist_items == ["a", "gone", "b"] and st.hist_times == [100.0, 90.0, 80.0] and st.hist_types == [0, 1, 0]
+    assert (
+        st.hist_items == ["a", "gone", "b"]
+        and st.hist_times == [100.0, 90.0, 80.0]
+        and st.hist_types == [0, 1, 0]
+    )
     assert st.prof_items == ["a", "b"] and st.prof_last_n == [5, 3] and st.prof_count == [2, 1]
     assert st.prof_last_t == [100.0, 80.0] and np.allclose(st.prof_acc, [[1.5, 1.9], [1.0, 1.0]])
     again = decode_user(encode_user(st))  # and is written back in the current format
-    assert again.hist_items == st.hist_items and again.prof_items == st.prof_items and again.hist_times == st.hist_times
+    assert (
+        again.hist_items == st.hist_items
+        and again.prof_items == st.prof_items
+        and again.hist_times == st.hist_times
+    )
 
 
 def test_format_3_state_is_still_read():

@@ -1,3 +1,5 @@
+"""Forgetting users: expiry after the TTL of stream time, and erasure on request."""
+
 import numpy as np
 import pytest
 

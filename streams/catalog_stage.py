@@ -30,11 +30,11 @@ from confluent_kafka import (
 )
 
 from engine.catalog.knowledge import Catalog, CatalogEntry
-from engine.state.codec import decode_catalog_entry, encode_catalog_entry
-from engine.offline.data import read_catalog
-from engine.hooks import FoldHooks, NullHooks
-from engine.state.store import PartitionStore, new_transaction
 from engine.catalog.text import TextEncoder
+from engine.hooks import FoldHooks, NullHooks
+from engine.offline.data import read_catalog
+from engine.state.codec import decode_catalog_entry, encode_catalog_entry
+from engine.state.store import PartitionStore, new_transaction
 from schemas import Item, SchemaError, decode_item
 from streams.config import Settings
 from streams.liveness import kafka_logger
@@ -55,7 +55,8 @@ def load_catalog_file(path: Path, settings: Settings, device: str) -> tuple[Cata
     start = time.perf_counter()
     catalog.upsert(items, encoder.encode)
     seconds = time.perf_counter() - start
-    return catalog, encoder.dim, {"items": len(catalog), "encode_s": seconds, "items_per_s": len(catalog) / max(seconds, 1e-9)}
+    figures = {"items": len(catalog), "encode_s": seconds, "items_per_s": len(catalog) / max(seconds, 1e-9)}
+    return catalog, encoder.dim, figures
 
 
 def produce_catalog(settings: Settings, items: list[Item]) -> None:
@@ -68,7 +69,9 @@ def produce_catalog(settings: Settings, items: list[Item]) -> None:
             errors.append(str(err))
 
     for it in items:
-        producer.produce(settings.topics.items, it.to_json(), it.item_id.encode("utf-8"), on_delivery=on_delivery)
+        producer.produce(
+            settings.topics.items, it.to_json(), it.item_id.encode("utf-8"), on_delivery=on_delivery
+        )
         producer.poll(0)
     producer.flush(30)
     if errors:
@@ -108,7 +111,9 @@ class CatalogStage:
         align = engine.checkpoint.model.align
         self.text_dim = align.cfg.text_dim if align is not None else 0  # 0: the model reads no text
         self._encoder_factory = encoder_factory or (
-            lambda: TextEncoder(settings.text_model, device=engine.device, batch_size=settings.text_batch_size)
+            lambda: TextEncoder(
+                settings.text_model, device=engine.device, batch_size=settings.text_batch_size
+            )
         )
         self._encoder: TextEncoder | None = None
         self._stop = threading.Event()
@@ -151,7 +156,8 @@ class CatalogStage:
             tx = new_transaction()
             for item_id in changed:
                 e = self.catalog.entries[item_id]
-                tx.put(_ENTRY + item_id.encode("utf-8"), encode_catalog_entry(e.title, e.attributes, e.digest, e.text_vec))
+                entry = encode_catalog_entry(e.title, e.attributes, e.digest, e.text_vec)
+                tx.put(_ENTRY + item_id.encode("utf-8"), entry)
             self.store.write(tx)
             self.applied += len(changed)
         self.hooks.on_catalog(len(self.catalog), 0, 0.0)
@@ -175,7 +181,9 @@ class CatalogStage:
                     self._process(msgs)
                 elif not self.caught_up.is_set():
                     self.caught_up.set()
-                    logger.info("catalogue read: %d items (%d texts encoded)", len(self.catalog), self.encoded)
+                    logger.info(
+                        "catalogue read: %d items (%d texts encoded)", len(self.catalog), self.encoded
+                    )
         except KafkaException as exc:
             logger.error("catalog stage stopped: %s", exc)
         finally:

@@ -1,0 +1,125 @@
+"""``tide bench``: its flags (defaults from :class:`streams.bench.BenchOptions`) and the command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from streams.cli.flags import DEVICES, option_defaults
+from streams.config import Settings
+
+__all__ = ["add_commands"]
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.bench import BenchOptions, print_table, run_bench, run_scaling, topk_cost, write_report
+
+    opts = BenchOptions(
+        data=args.data,
+        users=args.users,
+        active_users=args.active_users,
+        items=args.items,
+        events=args.events,
+        rate=args.rate,
+        latency_seconds=args.latency_seconds,
+        modes=_modes(args.modes),
+        bootstrap=args.bootstrap,
+        checkpoint=args.checkpoint,
+        dim=args.dim,
+        batch_max_events=args.batch,
+        top_k=args.top_k,
+        online_learning=not args.no_online,
+        device=args.device,
+        workdir=args.workdir,
+    )
+    if args.scaling:
+        scaling = run_scaling(opts, args.scaling)
+        write_report(scaling, args.scaling.with_suffix(".json"))
+        print(f"scaling plot: {args.scaling}, figures: {args.scaling.with_suffix('.json')}")
+        return 0
+    report = run_bench(opts)
+    if args.topk_items:
+        report["topk"] = [topk_cost(int(n), device=args.device) for n in args.topk_items.split(",")]
+    print_table(report)
+    if args.report:
+        write_report(report, args.report)
+        print(f"report: {args.report}")
+    return 0
+
+
+def _modes(flag: str) -> list[str]:
+    from streams.bench import MODES
+
+    modes = [m.strip() for m in flag.split(",") if m.strip()]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise SystemExit(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
+    return modes
+
+
+def add_commands(sub: Any, settings: Settings) -> None:
+    """``bench``."""
+    from streams.bench import BenchOptions
+
+    d = option_defaults(BenchOptions)
+    bb = sub.add_parser(
+        "bench",
+        help="throughput, latency, CPU, memory and state size: engine vs the raw Kafka pipe and "
+        "a no-op model",
+    )
+    _add_workload_flags(bb, d)
+    _add_run_flags(bb, d)
+    bb.set_defaults(func=cmd_bench)
+
+
+def _add_workload_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    """The events: their source and number, and the latency phase's offered rate."""
+    bb.add_argument(
+        "--data", type=Path, default=d["data"], help="CSV log for the workload (default: synthetic)"
+    )
+    bb.add_argument("--users", type=int, default=d["users"], help="synthetic workload: users")
+    bb.add_argument("--items", type=int, default=d["items"], help="synthetic workload: catalogue size")
+    bb.add_argument(
+        "--active-users",
+        type=int,
+        default=d["active_users"],
+        help="synthetic workload: this many users with state written beforehand, "
+        "events spread uniformly over them",
+    )
+    bb.add_argument("--events", type=int, default=d["events"], help="events in the throughput phase")
+    bb.add_argument("--rate", type=float, default=d["rate"], help="offered events/s in the latency phase")
+    bb.add_argument("--latency-seconds", type=float, default=d["latency_seconds"])
+
+
+def _add_run_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    """What runs the events (modes, cluster, model, worker) and where the figures go."""
+    bb.add_argument("--modes", default=",".join(d["modes"]), help="comma-separated subset")
+    bb.add_argument(
+        "--bootstrap", default=d["bootstrap"], help="a Kafka cluster to use instead of the embedded broker"
+    )
+    bb.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=d["checkpoint"],
+        help="default: the full model with untrained weights",
+    )
+    bb.add_argument("--dim", type=int, default=d["dim"])
+    bb.add_argument("--batch", type=int, default=d["batch_max_events"], help="micro-batch size (events)")
+    bb.add_argument("--top-k", type=int, default=d["top_k"])
+    bb.add_argument("--no-online", action="store_true", help="turn online learning off in the engine")
+    bb.add_argument("--device", default=d["device"], choices=DEVICES)
+    bb.add_argument("--report", type=Path, default=None, help="also write the figures as JSON")
+    bb.add_argument("--workdir", type=Path, default=d["workdir"])
+    bb.add_argument(
+        "--topk-items",
+        default="",
+        help="also time exact top-10 for 256 users over these catalogue sizes, e.g. 1000,1000000",
+    )
+    bb.add_argument(
+        "--scaling",
+        type=Path,
+        default=None,
+        help="instead: the engine over catalogue size, micro-batch and width (synthetic); "
+        "a PNG here, JSON beside it",
+    )

@@ -1,0 +1,214 @@
+"""``tide evaluate``: train on a protocol's training split (or load a checkpoint), stream the rest
+through the fold, and rank every next item against the baselines; ``--cold-start`` scores items
+known only by their text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streams.cli.data import configs, load_catalog
+from streams.cli.flags import DATA, with_flags
+from streams.config import Settings
+
+if TYPE_CHECKING:
+    from engine.catalog.knowledge import Catalog
+    from engine.fold.online import OnlineConfig
+    from engine.offline.data import InteractionLog
+    from engine.offline.train import TrainConfig
+
+__all__ = ["add_commands"]
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.offline.data import read_csv
+    from engine.offline.evaluation import evaluate_stream
+    from engine.offline.protocols import split_log
+    from streams.report import build_report, plot_over_time, write_report
+
+    train_cfg, online_cfg = configs(args.config)
+    if args.epochs is not None:
+        train_cfg = replace(train_cfg, epochs=args.epochs)
+    if args.no_online:
+        online_cfg = replace(online_cfg, enabled=False)
+    log = read_csv(args.data)
+    split = split_log(log, args.protocol)
+    timings: dict[str, float] = {}
+    catalog, extra = None, {}
+    if args.catalog:
+        catalog, text_dim, extra["catalog"] = load_catalog(
+            args.catalog, with_flags(settings, text_model=args.text_model)
+        )
+        train_cfg = train_cfg.with_text(text_dim)
+    if args.cold_start:
+        return _cold_start(args, log, split.train_end, catalog, train_cfg, online_cfg, extra)
+    model, item_ids = _model(args, settings, log, split.train_end, train_cfg, catalog, timings, extra)
+    rr = evaluate_stream(
+        model,
+        item_ids,
+        log,
+        split.train_end,
+        online=online_cfg,
+        at_row_time=not args.as_emitted,
+        catalog=catalog,
+    )
+    timings |= {"evaluate_s": rr.seconds, "events_per_s": rr.extra["events_per_s"]}
+    query_time = "previous event" if args.as_emitted else "row"
+    configuration = {"train": asdict(train_cfg), "online": asdict(online_cfg), "query_time": query_time}
+    report = build_report(rr, split, str(args.data), timings, configuration) | extra
+    _print_table(report)
+    if args.report:
+        write_report(report, args.report)
+        png = args.report.with_suffix(".png")
+        plot_over_time(rr, split, png)
+        print(f"report: {args.report}, plot: {png}")
+    return 0
+
+
+def _model(
+    args: argparse.Namespace,
+    settings: Settings,
+    log: InteractionLog,
+    train_end: int,
+    train_cfg: TrainConfig,
+    catalog: Catalog | None,
+    timings: dict[str, float],
+    extra: dict[str, Any],
+) -> tuple[Any, list[str]]:
+    """The model to evaluate and its item ids: ``--checkpoint``, or one trained on the first
+    ``train_end`` rows (its training time goes into ``timings``, its text alignment into ``extra``)."""
+    from engine.catalog.alignment import fit_alignment
+    from engine.checkpoint import load_checkpoint
+    from engine.offline.train import train
+    from streams.runtime import pick_device
+
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint, pick_device(settings.device))
+        return ckpt.model, ckpt.item_ids
+    print(
+        f"training on the {train_end:,} {args.protocol} training rows of {args.data} "
+        f"({train_cfg.epochs} epochs)",
+        flush=True,
+    )
+    res = train(log.slice(0, train_end), train_cfg, attributes=catalog.attribute_edges if catalog else None)
+    timings["train_s"] = res.seconds
+    if catalog is not None:
+        extra["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
+    return res.model, res.item_ids
+
+
+def _cold_start(
+    args: argparse.Namespace,
+    log: InteractionLog,
+    train_end: int,
+    catalog: Catalog | None,
+    train_cfg: TrainConfig,
+    online_cfg: OnlineConfig,
+    extra: dict[str, Any],
+) -> int:
+    from engine.catalog.alignment import fit_alignment
+    from engine.offline.cold_start import cold_start_split, evaluate_cold_start
+    from engine.offline.train import train
+
+    if catalog is None:
+        print("--cold-start needs --catalog (the held-out items are known only by their text and attributes)")
+        return 2
+    cs = cold_start_split(log, train_end, share=args.cold_share, seed=train_cfg.seed)
+    print(
+        f"cold start: {len(cs.held_out):,} items held out of the {cs.train_end:,} training rows; "
+        f"scoring their first interactions ({len(cs.rows):,} rows)",
+        flush=True,
+    )
+    res = train(cs.log.slice(0, cs.train_end), train_cfg, attributes=catalog.attribute_edges)
+    extra["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
+    out = evaluate_cold_start(res.model, res.item_ids, cs, catalog, online_cfg)
+    _print_cold_start(out, cs.extra["first_n"], extra["alignment"])
+    if args.report:
+        report = {
+            "cold_start": out,
+            "protocol": args.protocol,
+            "data": str(args.data),
+            "catalog_file": str(args.catalog),
+            "timings": {"train_s": res.seconds, "evaluate_s": out["seconds"]},
+        } | extra
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=2))
+        print(f"report: {args.report}")
+    return 0
+
+
+def _print_cold_start(out: dict[str, Any], first_n: int, alignment: dict[str, Any]) -> None:
+    print(
+        f"\n{'method':<24} {'R@10':>7} {'MRR':>7} {'median rank':>12}   "
+        f"(first {first_n} interactions of each held-out item, {out['rows']:,} rows)"
+    )
+    for name, m in out["metrics"].items():
+        print(
+            f"{name:<24} {m['recall@10']:7.4f} {m.get('mrr', float('nan')):7.4f} "
+            f"{m['median_rank']:7.0f} ({m['median_percentile']:.2f})"
+        )
+    a = alignment
+    print(
+        f"alignment: held-out Recall@10 {a['heldout_recall_at_10']:.3f} "
+        f"(random {a['random_recall_at_10']:.3f})"
+    )
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    rows = [("TIDE model", report["model"])] + list(report["baselines"].items())
+    print(f"\n{report['protocol']} protocol, test rows {report['model']['n']:,}, {report['n_items']:,} items")
+    print(
+        f"{'method':<24} {'MRR':>7} {'R@10':>7} {'NDCG@10':>8} {'rep R@10':>9} {'new R@10':>9} {'val MRR':>8}"
+    )
+    val = {"TIDE model": report["validation"]["model"], **report["validation"]["baselines"]}
+    for name, m in rows:
+        print(
+            f"{name:<24} {m['mrr']:7.4f} {m['recall@10']:7.4f} {m['ndcg@10']:8.4f} "
+            f"{m['repeat']['recall@10']:9.4f} {m['first_time']['recall@10']:9.4f} {val[name]['mrr']:8.4f}"
+        )
+
+
+def add_commands(sub: Any, settings: Settings) -> None:
+    """``evaluate``."""
+    e = sub.add_parser(
+        "evaluate",
+        help="train on a protocol's training split, stream the rest through the fold, rank every next item",
+    )
+    e.add_argument("--data", type=Path, default=DATA, help="CSV: user, item, timestamp (header optional)")
+    e.add_argument("--protocol", choices=["jodie", "tgb"], default="jodie")
+    e.add_argument(
+        "--checkpoint", type=Path, default=None, help="evaluate this checkpoint instead of training"
+    )
+    e.add_argument("--config", type=Path, default=None, help='JSON {"train": {...}, "online": {...}}')
+    e.add_argument("--epochs", type=int, default=None)
+    e.add_argument("--no-online", action="store_true", help="turn online learning off")
+    e.add_argument(
+        "--as-emitted",
+        action="store_true",
+        help="rank each row with the recommendation pushed at the user's previous event, "
+        "instead of at the row's own time (the protocols' query time)",
+    )
+    e.add_argument(
+        "--report", type=Path, default=None, help="write the JSON report here (and a PNG beside it)"
+    )
+    e.add_argument(
+        "--catalog",
+        type=Path,
+        default=None,
+        help="catalogue (CSV or JSON lines: item_id, title, text, attributes): "
+        "item text and attributes join the model",
+    )
+    e.add_argument(
+        "--text-model", type=Path, default=None, help="local transformers model folder for item text"
+    )
+    e.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="hold a share of items out of training; "
+        "Recall@10 on their first interactions, with and without text",
+    )
+    e.add_argument("--cold-share", type=float, default=0.1, help="share of items held out with --cold-start")
+    e.set_defaults(func=cmd_evaluate)

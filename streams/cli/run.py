@@ -1,0 +1,204 @@
+"""``tide broker``, ``topics``, ``worker``, ``replay``, ``forget``, ``soak`` and ``demo``: the commands
+that run against a broker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from streams.cli.flags import DATA, option_defaults, with_flags
+from streams.config import Settings
+
+__all__ = ["add_cluster_commands", "add_stream_commands"]
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.admin import create_topics
+    from streams.broker import EmbeddedBroker
+    from streams.topics import topic_specs
+
+    broker = EmbeddedBroker(port=args.port)
+    broker.start()
+    settings = with_flags(settings, bootstrap_servers=broker.bootstrap_servers, partitions=args.partitions)
+    create_topics(broker.bootstrap_servers, topic_specs(settings))
+    print(f"embedded broker on {broker.bootstrap_servers}; topics created. Ctrl-C to stop.", flush=True)
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait needs them blocked to receive them
+    try:
+        signal.sigwait(stop_signals)
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.admin import create_topics
+    from streams.topics import topic_specs
+
+    settings = with_flags(settings, bootstrap_servers=args.bootstrap)
+    specs = topic_specs(settings)
+    create_topics(settings.bootstrap_servers, specs, admin_conf=settings.librdkafka())
+    print("topics ready: " + ", ".join(f"{s.name} ({s.partitions})" for s in specs))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.offline.data import read_csv
+    from streams.replay import replay
+
+    settings = with_flags(settings, bootstrap_servers=args.bootstrap)
+    log = read_csv(args.data)
+    res = replay(
+        settings.producer_conf(),
+        settings.topics.interactions,
+        log,
+        start=args.start,
+        stop=args.stop,
+        rate=args.rate,
+    )
+    print(f"replayed {res.n:,} events in {res.seconds:.1f}s ({res.events_per_s:,.0f} events/s)")
+    return 0
+
+
+def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.soak import SoakOptions, run_soak
+    from streams.soak_report import plot_soak, print_soak
+
+    opts = SoakOptions(
+        minutes=args.minutes,
+        rate=args.rate,
+        new_users_per_s=args.new_users_per_s,
+        active_users=args.active_users,
+        user_ttl_s=args.ttl,
+        items=args.items,
+        sample_s=args.sample_s,
+        bootstrap=args.bootstrap,
+        workdir=args.workdir,
+    )
+    report = run_soak(opts)
+    print_soak(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "soak.json").write_text(json.dumps(report, indent=2))
+    plot_soak(report, args.out / "soak.png")
+    print(f"report: {args.out / 'soak.json'}, plot: {args.out / 'soak.png'}")
+    return 0 if report["rss"]["slope"]["flat"] else 1
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.forget import request_deletion
+
+    settings = with_flags(settings, bootstrap_servers=args.bootstrap)
+    n = request_deletion(settings, args.users)
+    print(
+        f"deletion requested for {len(args.users):,} users "
+        f"({n:,} records on {settings.topics.user_deletions})"
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.memory import tune_allocator
+
+    tune_allocator()  # before the clients and threads that allocate most exist
+    from streams.app import run_worker
+
+    return run_worker(with_flags(settings, bootstrap_servers=args.bootstrap, web_port=args.web_port))
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo import DemoOptions, run_demo
+
+    return run_demo(
+        DemoOptions(
+            data=args.data, epochs=args.epochs, rate=args.rate, workdir=args.workdir, catalog=args.catalog
+        )
+    )
+
+
+def add_cluster_commands(sub: Any, settings: Settings) -> None:
+    """``broker`` and ``topics``."""
+    b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (loopback) with TIDE's topics")
+    b.add_argument("--port", type=int, default=0, help="0 = a free port")
+    b.add_argument("--partitions", type=int, default=settings.partitions)
+    b.set_defaults(func=cmd_broker)
+
+    tp = sub.add_parser("topics", help="create TIDE's topics on the configured cluster (idempotent)")
+    tp.add_argument("--bootstrap", default=None)
+    tp.set_defaults(func=cmd_topics)
+
+
+def add_stream_commands(sub: Any, settings: Settings) -> None:
+    """``replay``, ``soak``, ``forget``, ``worker`` and ``demo``."""
+    r = sub.add_parser("replay", help="produce a CSV log (user,item,timestamp) to the interactions topic")
+    r.add_argument("--data", type=Path, default=DATA)
+    r.add_argument("--bootstrap", default=None)
+    r.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as possible")
+    r.add_argument("--start", type=int, default=0)
+    r.add_argument("--stop", type=int, default=None)
+    r.set_defaults(func=cmd_replay)
+
+    _add_soak(sub)
+
+    fg = sub.add_parser(
+        "forget", help="erase users: their state, history and recommendations (deletion requests)"
+    )
+    fg.add_argument("users", nargs="+", help="user ids")
+    fg.add_argument("--bootstrap", default=None)
+    fg.set_defaults(func=cmd_forget)
+
+    w = sub.add_parser("worker", help="run an engine worker (Faust app + confluent-kafka hot path)")
+    w.add_argument("--bootstrap", default=None)
+    w.add_argument("--web-port", type=int, default=None)
+    w.set_defaults(func=cmd_worker)
+
+    _add_demo(sub, settings)
+
+
+def _add_soak(sub: Any) -> None:
+    from streams.soak import SoakOptions
+
+    d = option_defaults(SoakOptions)
+    so = sub.add_parser(
+        "soak",
+        help="one worker at a fixed offered load with a growing user population: memory over time (PNG)",
+    )
+    so.add_argument("--minutes", type=float, default=d["minutes"])
+    so.add_argument("--rate", type=float, default=d["rate"], help="offered events/s")
+    so.add_argument(
+        "--new-users-per-s",
+        type=float,
+        default=d["new_users_per_s"],
+        help="never-seen users appearing per second",
+    )
+    so.add_argument(
+        "--active-users",
+        type=int,
+        default=d["active_users"],
+        help="each event's user is among the most recent this many",
+    )
+    so.add_argument(
+        "--ttl", type=float, default=d["user_ttl_s"], help="the worker's TIDE_USER_TTL_S (s of event time)"
+    )
+    so.add_argument("--items", type=int, default=d["items"])
+    so.add_argument("--sample-s", type=float, default=d["sample_s"])
+    so.add_argument("--bootstrap", default=None, help="a Kafka cluster to use instead of the embedded broker")
+    so.add_argument("--workdir", type=Path, default=d["workdir"])
+    so.add_argument("--out", type=Path, default=d["workdir"], help="soak.json and soak.png go here")
+    so.set_defaults(func=cmd_soak)
+
+
+def _add_demo(sub: Any, settings: Settings) -> None:
+    from engine.offline.train import TrainConfig
+
+    d = sub.add_parser("demo", help="broker, train, replay, worker and a report, all on embedded defaults")
+    d.add_argument("--data", type=Path, default=DATA)
+    d.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    d.add_argument("--rate", type=float, default=2000.0, help="offered events/s for the latency phase")
+    d.add_argument("--workdir", type=Path, default=Path(".tide/demo"))
+    d.add_argument(
+        "--catalog", type=Path, default=None, help="a catalogue file for the items topic (CSV or JSON lines)"
+    )
+    d.set_defaults(func=cmd_demo)
