@@ -68,18 +68,20 @@ def run_rounds(
     slots: np.ndarray,
     rounds: list[np.ndarray],
     after: Callable[[np.ndarray, Tensor], None] | None = None,
-) -> Tensor:
+    keep_before: bool = False,
+) -> Tensor | None:
     """Advance ``memory`` ``[S, d]`` in place over a batch: event ``k`` updates row ``slots[k]`` with
     ``cell(messages[k], memory[slots[k]])``, round by round (:func:`occurrence_rounds`), so each row
-    sees its events in batch order. ``after(idx, rows)`` runs after each round. Returns each event's
-    row as it was just before that event ``[E, d]``."""
+    sees its events in batch order. ``after(idx, rows)`` runs after each round. With ``keep_before``,
+    returns each event's row as it was just before that event ``[E, d]``."""
     dev = memory.device
-    before_all = memory.new_empty(len(slots), memory.shape[1])
+    before_all = memory.new_empty(len(slots), memory.shape[1]) if keep_before else None
     for idx in rounds:
         s = torch.from_numpy(slots[idx]).to(dev)
         it = torch.from_numpy(idx).to(dev)
         before = memory[s]
-        before_all[it] = before
+        if before_all is not None:
+            before_all[it] = before
         memory[s] = cell(messages[it], before)
         if after is not None:
             after(idx, s)

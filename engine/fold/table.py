@@ -29,17 +29,20 @@ MAX_ATTRIBUTES = 8  # attributes per item kept for explanations
 
 class _Column:
     """A per-item array (tensor or numpy) stored with spare rows. Reading gives a view of the first
-    ``len(table)`` rows; assigning stores a copy in a new buffer, so whoever holds the previous value
-    (the online learner's thread) never sees it change."""
+    ``len(table)`` rows (kept up to date by :meth:`ItemTable._add`); assigning stores a copy in a new
+    buffer, so whoever holds the previous value (the online learner's thread) never sees it change."""
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = "_col" + name
+        self.slot = "_col" + name  # the buffer
+        self.view = "_view" + name  # its first len(table) rows
 
     def __get__(self, table: Any, owner: type | None = None) -> Any:
-        return getattr(table, self.slot)[: len(table.ids)]
+        return table.__dict__[self.view]
 
     def __set__(self, table: Any, value: Any) -> None:
-        setattr(table, self.slot, _with_capacity(value, max(len(value), table._capacity)))
+        buf = _with_capacity(value, max(len(value), table._capacity))
+        table.__dict__[self.slot] = buf
+        table.__dict__[self.view] = buf[: len(value)]
 
 
 def _with_capacity(value: Any, capacity: int) -> Any:
@@ -122,18 +125,20 @@ class ItemTable:
         except KeyError:  # a new item among them: add it
             return np.fromiter((self.row(i) for i in item_ids), np.int64, len(item_ids))
 
-    def _columns(self) -> list[str]:
-        return [c.slot for c in vars(ItemTable).values() if isinstance(c, _Column)]
+    def _columns(self) -> list[_Column]:
+        return [c for c in vars(ItemTable).values() if isinstance(c, _Column)]
 
     def _add(self, item_id: str) -> int:
         r = len(self.ids)
         if r == self._capacity:
             self._capacity = max(16, 2 * r)
-            for slot in self._columns():
-                setattr(self, slot, _with_capacity(getattr(self, slot)[:r], self._capacity))
+            for c in self._columns():
+                self.__dict__[c.slot] = _with_capacity(self.__dict__[c.slot][:r], self._capacity)
         fill: dict[str, Any] = {"_col_bias": self._new_bias, "_colattribute_ids": -1, "_collast_t": np.nan}
-        for slot in self._columns():
-            getattr(self, slot)[r] = fill.get(slot, 0)
+        for c in self._columns():
+            buf = self.__dict__[c.slot]
+            buf[r] = fill.get(c.slot, 0)
+            self.__dict__[c.view] = buf[: r + 1]
         self.ids.append(item_id)
         self.index[item_id] = r
         self._content = None

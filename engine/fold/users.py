@@ -245,22 +245,27 @@ class UserStage:
         example_rounds: list[np.ndarray] = []
         example_states: list[UserState] = []
 
+        events, states, slots, ts, etypes = b.events, b.states, b.slots, b.ts, b.etypes
+        max_items = self.profile_items
+
         def after_round(idx: np.ndarray, rows: Tensor) -> None:
             clock.lap("memory")
             wanted = idx[b.example[idx]]
             if len(wanted):  # before the round's events change the states; contexts once per batch
                 example_rounds.append(wanted)
-                example_states.extend(context_copy(b.states[b.slots[k]]) for k in wanted)
+                example_states.extend(context_copy(states[slots[k]]) for k in wanted)
                 clock.lap("examples")
             for k in idx.tolist():
-                e = b.events[k].event
-                apply_event(b.states[b.slots[k]], e.item_id, b.ts[k], int(b.etypes[k]), self.profile_items)
+                apply_event(states[slots[k]], events[k].event.item_id, ts[k], int(etypes[k]), max_items)
             clock.lap("memory")
             if observer is not None:
-                observer.after_round(self, b.positions[idx], mem[rows], [b.states[b.slots[k]] for k in idx])
+                observer.after_round(self, b.positions[idx], mem[rows], [states[slots[k]] for k in idx])
                 clock.lap("observe")
 
-        before = run_rounds(self.model.memory.user_cell, messages, mem, b.slots, b.rounds, after_round)
+        before = run_rounds(
+            self.model.memory.user_cell, messages, mem, slots, b.rounds, after_round, keep_before=True
+        )
+        assert before is not None
         return _Advanced(mem, before, example_rounds, example_states)
 
     def _emit(
