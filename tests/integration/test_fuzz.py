@@ -49,8 +49,8 @@ class Rig:
         self.seen_groups = 0
         real_fold = self.engine.users.fold
 
-        def recording_fold(events, **kw):  # type: ignore[no-untyped-def]
-            res = real_fold(events, **kw)
+        def recording_fold(events, *args, **kw):  # type: ignore[no-untyped-def]
+            res = real_fold(events, *args, **kw)
             self.groups.append([e.offset for e in events])
             return res
 
