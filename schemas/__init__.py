@@ -1,49 +1,6 @@
 """Versioned record contracts: JSON Schema files and the matching Python types. No I/O but reading them."""
 
-from schemas.records import (
-    DEFAULT_LIMITS,
-    ERROR_KINDS,
-    EVENT_TYPES,
-    MAX_DEAD_LETTER_ORIGINAL_BYTES,
-    MAX_ID_BYTES,
-    SCHEMA_VERSION,
-    DeadLetter,
-    Interaction,
-    Item,
-    ItemVector,
-    Limits,
-    Recommendation,
-    SchemaError,
-    ScoredItem,
-    SourceRef,
-    check_id,
-    check_key,
-    decode_interaction,
-    decode_item,
-    decode_recommendation,
-    load_schema,
-)
+from schemas import records
+from schemas.records import *  # noqa: F403  (the package's public names are exactly records')
 
-__all__ = [
-    "DEFAULT_LIMITS",
-    "ERROR_KINDS",
-    "EVENT_TYPES",
-    "MAX_DEAD_LETTER_ORIGINAL_BYTES",
-    "MAX_ID_BYTES",
-    "SCHEMA_VERSION",
-    "DeadLetter",
-    "Interaction",
-    "Item",
-    "ItemVector",
-    "Limits",
-    "Recommendation",
-    "SchemaError",
-    "ScoredItem",
-    "SourceRef",
-    "check_id",
-    "check_key",
-    "decode_interaction",
-    "decode_item",
-    "decode_recommendation",
-    "load_schema",
-]
+__all__ = records.__all__

@@ -215,9 +215,9 @@ class Settings(BaseSettings):
 
     @property
     def torch_threads(self) -> int:
-        """torch's intra-op threads in the worker. On small machines the worker shares the cores with the
-        broker client threads (and often the broker), and two spinning OpenMP threads on a busy core made
-        the fold three times slower; scale out with partitions and workers instead."""
+        """torch's intra-op threads in the worker: one. On small machines the worker shares the cores with
+        the broker client threads (and often the broker), where spinning OpenMP threads slow the fold
+        down; scale out with partitions and workers instead."""
         return 1
 
     @property

@@ -130,7 +130,7 @@ def decode_user(b: bytes) -> UserState:
     memory = np.frombuffer(b, "<f4", dim, pos).copy()
     pos += 4 * dim
     if version < 4:
-        pos += 2 * dim  # the float16 interest summary, no longer kept
+        pos += 2 * dim  # formats 2 and 3 carry a float16 interest summary here; nothing reads it
     st = UserState(memory, last_t, partition, offset, model_version, n_events=n_events)
     if version == 2:
         _decode_entries_v2(b, pos, st, n_decays, n_prof, n_hist)
