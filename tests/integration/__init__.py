@@ -1,0 +1,1 @@
+"""Integration tests: real workers against the real embedded broker and RocksDB."""
