@@ -41,7 +41,7 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
     metrics.set_model(engine.checkpoint.version)
     worker = Worker(settings, engine, metrics)
     app = faust.App(
-        f"{settings.app_id}-control",
+        f"{settings.group_id}-control",  # the group's: two deployments never share a control app
         broker=[f"kafka://{h}" for h in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
         store="memory://",

@@ -50,7 +50,7 @@ _ENTRY = b"c/"
 def load_catalog_file(path: Path, settings: Settings, device: str) -> tuple[Catalog, int, dict[str, float]]:
     """Read a catalogue file and encode its text: the catalogue, the text width and encoding figures."""
     items = read_catalog(path)
-    encoder = TextEncoder(settings.text_model, device=device, batch_size=settings.text_batch_size)
+    encoder = TextEncoder(settings.text_model, device=device)
     catalog = Catalog()
     start = time.perf_counter()
     catalog.upsert(items, encoder.encode)
@@ -112,7 +112,7 @@ class CatalogStage:
         self.text_dim = align.cfg.text_dim if align is not None else 0  # 0: the model reads no text
         self._encoder_factory = encoder_factory or (
             lambda: TextEncoder(
-                settings.text_model, device=engine.device, batch_size=settings.text_batch_size
+                settings.text_model, device=engine.device
             )
         )
         self._encoder: TextEncoder | None = None

@@ -2,7 +2,7 @@
 
 Only what an operator tunes is a variable; each field's description is its documentation, and
 ``python -m streams.config`` prints docs/configuration.md from them. Values the processes need but no
-deployment should change are read-only properties. A few fields are constructor arguments only (tests
+deployment should change are constants where they are used. A few fields are constructor arguments only (tests
 and benchmarks set them; the environment never does). ``librdkafka()`` builds every Kafka client's
 configuration from the connection and security settings, in one place.
 """
@@ -197,33 +197,6 @@ class Settings(BaseSettings):
     catalog_stage: bool = Field(
         default=True, description="read the items topic into the item table (text, attributes, new items)"
     )
-
-    @property
-    def app_id(self) -> str:
-        """The Faust control app's id: the group's, so that two deployments never share one."""
-        return self.group_id
-
-    @property
-    def poll_timeout_ms(self) -> int:
-        """An idle worker's wait for input (a batch never waits for more)."""
-        return 100
-
-    @property
-    def item_vector_interval_ms(self) -> int:
-        """Changed item vectors are published at most this often."""
-        return 1000
-
-    @property
-    def torch_threads(self) -> int:
-        """torch's intra-op threads in the worker: one. On small machines the worker shares the cores with
-        the broker client threads (and often the broker), where spinning OpenMP threads slow the fold
-        down; scale out with partitions and workers instead."""
-        return 1
-
-    @property
-    def text_batch_size(self) -> int:
-        """Texts per encoder batch (engine/catalog/text.py's default)."""
-        return 64
 
     def limits(self) -> Limits:
         return Limits(self.max_message_bytes, self.clock_skew_s, self.max_weight)

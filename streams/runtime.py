@@ -88,8 +88,10 @@ def online_config(settings: Settings) -> OnlineConfig:
 
 def load_engine(settings: Settings) -> Engine:
     device = pick_device(settings.device)
-    if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
+    # One intra-op thread: on small machines the worker shares the cores with the Kafka clients' threads
+    # (and often the broker), where spinning OpenMP threads slow the fold down; scale out with
+    # partitions and workers instead.
+    torch.set_num_threads(1)
     path = resolve_checkpoint(settings)
     ckpt = load_checkpoint(path, device)
     logger.info("loaded model %s from %s on %s", ckpt.version, path, device)

@@ -54,7 +54,7 @@ from streams.liveness import BrokerUnavailable, BrokerWatch, OncePerInterval, ka
 from streams.memory import return_free_memory
 from streams.runtime import Engine
 
-__all__ = ["FOLD_FAILURES_BEFORE_STOP", "EngineFault", "Worker", "WorkerStats", "next_batch"]
+__all__ = ["FOLD_FAILURES_BEFORE_STOP", "IDLE_WAIT_S", "EngineFault", "Worker", "WorkerStats", "next_batch"]
 
 logger = logging.getLogger(__name__)
 # one line per bad record would let a flood of bad input flood the log: these lines are rate-limited
@@ -66,6 +66,8 @@ FOLD_FAILURES_BEFORE_STOP = 50
 SWEEP_INTERVAL_S = 1.0  # expiry of idle users: a bounded slice of the state at most this often
 TRIM_INTERVAL_S = 60.0  # freed heap memory goes back to the operating system this often (streams/memory.py)
 STALLED_BATCH_S = 30.0  # /health reports a batch in progress for longer as a stall
+IDLE_WAIT_S = 0.1  # an idle worker's wait for input (a batch never waits for more)
+ITEM_VECTOR_INTERVAL_S = 1.0  # changed item vectors are published at most this often
 
 
 class EngineFault(RuntimeError):
@@ -231,7 +233,6 @@ class Worker:
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
-        idle_timeout = s.poll_timeout_ms / 1000
         last_gauge = last_trim = 0.0
         clean = False
         try:
@@ -239,7 +240,7 @@ class Worker:
                 self.watch.check(self._admin)
                 self._check_group()
                 clock = StageClock()
-                msgs = next_batch(self._consumer, s.batch_max_events, idle_timeout)
+                msgs = next_batch(self._consumer, s.batch_max_events, IDLE_WAIT_S)
                 clock.lap("consume")  # with, when idle, the wait for input
                 if msgs:
                     self._process(msgs, clock)
@@ -470,7 +471,7 @@ class Worker:
         """Publish the item vectors changed since the last publication, at most once per interval."""
         now = time.monotonic()
         if not self._changed_items or (
-            not force and now - self._last_publish < self.settings.item_vector_interval_ms / 1000
+            not force and now - self._last_publish < ITEM_VECTOR_INTERVAL_S
         ):
             return
         self._last_publish = now

@@ -35,6 +35,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+BATCH_SIZE = 64  # texts per encoder batch
 _SENTENCE_END = (".", "!", "?", ":", ";")
 
 
@@ -65,7 +66,7 @@ class TextEncoder:
         self,
         path: str | Path | None = None,
         device: str | torch.device = "cpu",
-        batch_size: int = 64,
+        batch_size: int = BATCH_SIZE,
         max_length: int = 128,
     ) -> None:
         if batch_size < 1 or max_length < 2:

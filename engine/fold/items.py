@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.fold.rounds import gaps, occurrence_rounds, run_rounds
+from engine.fold.rounds import gaps, occurrence_rounds, previous_occurrence, run_rounds
 from engine.fold.table import ItemTable
 from engine.state.codec import ItemState, decode_item_state, encode_item_state
 from engine.state.store import PartitionStore, _Batch, new_transaction
@@ -107,7 +107,7 @@ class ItemStage:
         rows = up.rows[keep]
         # The cells' inputs for the whole batch in one call; only the cells run round by round.
         ts = up.ts[keep]
-        dt = gaps(ts, rows, table.last_t[rows])
+        dt = gaps(ts, previous_occurrence(rows), table.last_t[rows])
         kt = torch.from_numpy(keep).to(dev)
         messages = self.model.memory.message(
             up.user_vec[kt], torch.from_numpy(dt).float().to(dev),

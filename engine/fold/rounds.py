@@ -51,11 +51,10 @@ def previous_occurrence(keys: np.ndarray) -> np.ndarray:
     return prev
 
 
-def gaps(ts: np.ndarray, keys: np.ndarray, last_t: np.ndarray) -> np.ndarray:
-    """Seconds since each event's key's previous event: the key's previous event in this batch, or
-    else ``last_t`` (per event: the key's last time before the batch; nan for a key never seen, whose
-    gap is 0)."""
-    prev = previous_occurrence(keys)
+def gaps(ts: np.ndarray, prev: np.ndarray, last_t: np.ndarray) -> np.ndarray:
+    """Seconds since each event's key's previous event: the key's previous event in this batch
+    (``prev``, from :func:`previous_occurrence`), or else ``last_t`` (per event: the key's last time
+    before the batch; nan for a key never seen, whose gap is 0)."""
     dt = ts - np.where(prev >= 0, ts[prev], last_t)
     dt[np.isnan(dt)] = 0.0
     return dt

@@ -216,7 +216,7 @@ class UserStage:
         return FoldBatch(
             events=ev, positions=np.asarray(fresh), keys=keys, states=user_states, slots=slots,
             item_rows=item_rows, prev_rows=np.where(within, item_rows[prev], state_row[slots]), ts=ts,
-            dt=gaps(ts, slots, state_t), etypes=np.array([e.event.event_type_id for e in ev], np.int64),
+            dt=gaps(ts, prev, state_t), etypes=np.array([e.event.event_type_id for e in ev], np.int64),
             weights=np.array([e.event.weight for e in ev], np.float32), rounds=rounds, example=example,
         )
 
@@ -353,9 +353,11 @@ class UserStage:
         t = self.table
         return score_items(self.model, t.graph, t.vectors(), t.bias, mem, ctx, t.content())
 
-    def _scores(
+    def scores(
         self, mem: Tensor, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None
     ) -> Tensor:
+        """Scores ``[B, N]`` of all items for users with memories ``mem`` and states ``states`` at query
+        times ``now`` (default: each user's last event)."""
         return self.score_context(mem, self._context(states, now))
 
     def _top_k(self, mem: Tensor, states: Sequence[UserState]) -> tuple[Tensor, Tensor, UserContext]:
@@ -392,7 +394,7 @@ class UserStage:
     @torch.no_grad()
     def empty_user_scores(self) -> Tensor:
         """Scores ``[N]`` for a user with no state yet."""
-        return self._scores(
+        return self.scores(
             torch.zeros(1, self.dim, device=self.table.device), [UserState.empty(self.dim)]
         )[0]
 

@@ -104,7 +104,7 @@ class TargetRanks:
         ok = rows >= 0
         if ok.any():
             now = None if self.times is None else self.times[positions]
-            scores = stage._scores(mem, states, now=now)
+            scores = stage.scores(mem, states, now=now)
             target = torch.from_numpy(rows[ok]).to(scores.device)
             self.ranks[positions[ok]] = (
                 rank_of(scores[torch.from_numpy(ok).to(scores.device)], target).cpu().numpy()

@@ -31,7 +31,7 @@ def _raw_pipe(
 
     from schemas import Recommendation, SchemaError, ScoredItem, SourceRef, decode_interaction
     from streams.config import Settings
-    from streams.worker import next_batch
+    from streams.worker import IDLE_WAIT_S, next_batch
 
     settings = Settings(**spec["settings"])
     consumer = Consumer(settings.consumer_conf())
@@ -40,7 +40,7 @@ def _raw_pipe(
     items = [f"i{k}" for k in range(spec["top_k"])]
     consumer.subscribe([topic_in], on_assign=lambda c, p: ready.set())
     while not stop.is_set():
-        msgs = next_batch(consumer, settings.batch_max_events, settings.poll_timeout_ms / 1000)
+        msgs = next_batch(consumer, settings.batch_max_events, IDLE_WAIT_S)
         if not msgs:
             continue
         n = 0

@@ -103,12 +103,12 @@ def cmd_encode_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Item text encoding throughput on this machine."""
     import torch
 
-    from engine.catalog.text import TextEncoder, encode_throughput
+    from engine.catalog.text import BATCH_SIZE, TextEncoder, encode_throughput
     from streams.runtime import pick_device
 
     settings = with_flags(settings, text_model=args.text_model)
     device = pick_device(args.device)
-    encoder = TextEncoder(settings.text_model, device=device, batch_size=args.batch)
+    encoder = TextEncoder(settings.text_model, device=device, batch_size=args.batch or BATCH_SIZE)
     for threads in [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [0]:
         if threads:
             torch.set_num_threads(threads)
@@ -177,7 +177,9 @@ def add_catalogues(sub: Any, settings: Settings) -> None:
 
     eb = sub.add_parser("encode-bench", help="item text encoding throughput (items/s)")
     eb.add_argument("--items", type=int, default=2000)
-    eb.add_argument("--batch", type=int, default=settings.text_batch_size)
+    eb.add_argument(
+        "--batch", type=int, default=None, help="texts per encoder batch (default: the encoder's)"
+    )
     eb.add_argument("--threads", default="1,2", help="CPU: torch threads to try, comma-separated")
     eb.add_argument("--device", default="auto", choices=DEVICES)
     eb.add_argument("--text-model", type=Path, default=None)

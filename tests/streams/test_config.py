@@ -70,13 +70,14 @@ def test_the_worker_learns_as_the_evaluator_does() -> None:
 
 
 def test_fixed_values_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.catalog.text import TextEncoder
+    from engine.catalog.text import BATCH_SIZE, TextEncoder
 
     monkeypatch.setenv("TIDE_POLL_TIMEOUT_MS", "5")
     monkeypatch.setenv("TIDE_APP_ID", "other")
     s = Settings(group_id="g")
-    assert (s.poll_timeout_ms, s.app_id, s.torch_threads) == (100, "g", 1)
-    assert s.text_batch_size == inspect.signature(TextEncoder).parameters["batch_size"].default
+    for name in ("poll_timeout_ms", "app_id", "torch_threads", "text_batch_size", "item_vector_interval_ms"):
+        assert not hasattr(s, name), name  # constants where they are used, not settings
+    assert inspect.signature(TextEncoder).parameters["batch_size"].default == BATCH_SIZE
     with pytest.raises(ValidationError):
         Settings(app_id="x")  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
