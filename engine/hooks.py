@@ -79,6 +79,10 @@ class FoldHooks(Protocol):
     def on_broker(self, reachable: bool) -> None:
         """The cluster became reachable or unreachable."""
 
+    def on_restore(self, partition: int, n_records: int, seconds: float) -> None:
+        """Partition ``partition``'s user state was restored from its changelog on assignment:
+        ``n_records`` records read in ``seconds``."""
+
     def on_users_removed(self, reason: str, n: int) -> None:
         """``n`` users' state was removed (``reason``: ``expired`` or ``deleted``)."""
 
@@ -126,6 +130,9 @@ class NullHooks:
         pass
 
     def on_broker(self, reachable: bool) -> None:
+        pass
+
+    def on_restore(self, partition: int, n_records: int, seconds: float) -> None:
         pass
 
     def on_users_removed(self, reason: str, n: int) -> None:

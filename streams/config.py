@@ -9,8 +9,10 @@ configuration from the connection and security settings, in one place.
 
 from __future__ import annotations
 
+import socket
 import types
 import typing
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +61,10 @@ class Topics(BaseSettings):
     )
     item_vectors: str = Field(default="tide.item-vectors", description="output: changed item vectors")
     items: str = Field(default="tide.items", description="input: the catalogue (item text and attributes)")
+    user_state: str = Field(
+        default="tide.user-state",
+        description="the users' state changelog (compacted, partitioned like the interactions)",
+    )
     dlq: str = Field(default="tide.dlq", description="output: records not decoded or folded, with the reason")
     user_deletions: str = Field(default="tide.user-deletions", description="input: users to forget")
 
@@ -108,6 +114,11 @@ class Settings(BaseSettings):
     group_id: str = Field(
         default="tide-worker",
         description="the workers' consumer group (the Faust control app is named after it)",
+    )
+    worker_id: str | None = Field(
+        default=None,
+        description="this worker's name in the group, stable across its restarts (its Kafka"
+        " `transactional.id` is `<group_id>-<worker_id>`); unset: the host name and the state folder",
     )
     session_timeout_ms: int = Field(
         default=6000,
@@ -229,9 +240,21 @@ class Settings(BaseSettings):
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
                 "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+                # a rebalance moves only the partitions that must move; the others keep being folded
+                "partition.assignment.strategy": "cooperative-sticky",
+                # what a transaction that never committed wrote is not read (Kafka hides it)
+                "isolation.level": "read_committed",
                 **extra,
             }
         )
+
+    def transactional_id(self) -> str:
+        """The worker's Kafka ``transactional.id``: the same across its restarts, so that a restarted
+        worker fences its former self and aborts the transaction it left open."""
+        worker = self.worker_id or (
+            f"{socket.gethostname()}-{zlib.crc32(str(self.state_dir.resolve()).encode('utf-8')):08x}"
+        )
+        return f"{self.group_id}-{worker}"
 
     def producer_conf(self, **extra: Any) -> dict[str, Any]:
         return self.librdkafka(**{"linger.ms": 2, "compression.type": "lz4", "acks": "all", **extra})

@@ -6,12 +6,12 @@ an OOM kill or a lost machine would. The points, in the order a micro-batch reac
 
 - ``decoded``: the batch is decoded, nothing folded;
 - ``folded``: the user stage has folded it (mid-batch: nothing produced, nothing written);
-- ``produced``: its recommendations are produced but not yet acknowledged;
-- ``item_stage``: the item stage has folded and persisted it;
-- ``flushed``: the broker has acknowledged everything produced; user state not yet written;
-- ``state_written``: user state is written, input offsets not yet committed;
+- ``produced``: its recommendations are produced, in the batch's open transaction;
+- ``item_stage``: the item stage has folded it;
+- ``changelog``: the users' new state is produced to the changelog; no state written locally;
+- ``state_written``: user and item state are written locally; the transaction is still open;
 - ``learning``: an online-learning gradient is being computed on its own thread;
-- ``committed``: the input offsets are committed.
+- ``committed``: the transaction (outputs, changelog, input offsets) has committed.
 
 A test-only switch, not a setting: unset, a crash point costs one comparison.
 """
@@ -24,7 +24,7 @@ import signal
 __all__ = ["CRASH_POINTS", "arm", "crash_point"]
 
 CRASH_POINTS = (
-    "decoded", "folded", "produced", "item_stage", "flushed", "state_written", "learning", "committed",
+    "decoded", "folded", "produced", "item_stage", "changelog", "state_written", "learning", "committed",
 )
 
 

@@ -16,6 +16,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.item_updates, partitions=n),
         TopicSpec(t.item_vectors, partitions=1, compacted=True),
         TopicSpec(t.items, partitions=1, compacted=True),
+        # the users' state changelog: partition p holds the state of the users of interactions partition p
+        TopicSpec(t.user_state, partitions=n, compacted=True),
         TopicSpec(t.dlq, partitions=1),
         # deletion requests: `tide forget` writes one to every partition, so the worker holding the user's
         # state receives it whichever partitioner the interactions' producers use

@@ -6,12 +6,20 @@ Per micro-batch (whatever has arrived, up to ``batch_max_events`` records: see :
    invalid one goes to the DLQ with the reason, its original bytes (cut at 16 KiB) and its offset;
 2. fold the valid ones through the user stage and produce one recommendation per user;
 3. run the item stage while the broker acknowledges them, and publish changed item vectors;
-4. wait for the broker's acknowledgement of everything produced (dead letters included), write
-   user state, apply deletion requests, and commit the input offsets.
+4. produce the users' new state to their changelog (streams/changelog.py) and write it, with the
+   item state, to the local store; apply deletion requests;
+5. commit the batch's Kafka transaction: its recommendations, dead letters, changelog records and
+   input offsets become visible together, or not at all.
 
 A crash at any point replays uncommitted input; the per-user last-applied offset in state and the
-item stage's watermarks keep every event folded exactly once, and recommendations are delivered at
-least once (a duplicate names the same source offset).
+item stage's watermarks keep every event folded exactly once, and a batch folded into the local store
+whose transaction never committed has its users' state and recommendations published again when the
+partition is next assigned (a duplicate names the same source offset).
+
+Partitions move between workers with the cooperative-sticky assignor: a rebalance moves only the
+partitions that must move. A newly assigned partition is restored from the changelog before its
+input is read (only the tail, when the local store has a checkpoint); a revoked one is released
+between batches, after the last batch's transaction has committed.
 
 No record can stop the worker: if the fold fails on a batch, the batch is folded again in halves,
 and so on down to single records, so that the records responsible are dead-lettered (``fold_error``,
@@ -27,6 +35,7 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,18 +45,21 @@ from confluent_kafka.admin import AdminClient
 from engine.fold.users import SourcedEvent
 from engine.hooks import FoldHooks, NullHooks, StageClock
 from engine.pipeline import Pipeline, StageFailed
-from engine.state.retention import ExpirySweep, forget_users
+from engine.state.codec import decode_user
+from engine.state.retention import ExpirySweep, erase_users, present_users
 from engine.state.store import _Batch, new_transaction
 from schemas import (
     DeadLetter,
     ItemVector,
     Recommendation,
     SchemaError,
+    SourceRef,
     check_id,
     check_key,
     decode_interaction,
 )
 from streams.catalog_stage import CatalogStage
+from streams.changelog import UserChangelog
 from streams.config import Settings
 from streams.faults import crash_point
 from streams.liveness import BrokerUnavailable, BrokerWatch, OncePerInterval, kafka_logger
@@ -68,6 +80,9 @@ TRIM_INTERVAL_S = 60.0  # freed heap memory goes back to the operating system th
 STALLED_BATCH_S = 30.0  # /health reports a batch in progress for longer as a stall
 IDLE_WAIT_S = 0.1  # an idle worker's wait for input (a batch never waits for more)
 ITEM_VECTOR_INTERVAL_S = 1.0  # changed item vectors are published at most this often
+#: a transaction left open by a worker that died is aborted by the broker after this long; until
+#: then, read_committed readers of its partitions (a restore among them) wait at its start
+TRANSACTION_TIMEOUT_MS = 30_000
 
 
 class EngineFault(RuntimeError):
@@ -140,7 +155,14 @@ class Worker:
         )
         clients = {"error_cb": self.watch.on_error, "logger": kafka_logger()}
         self._consumer = Consumer(settings.consumer_conf(**clients))
-        self._producer = Producer(settings.producer_conf(**clients))
+        self._producer = Producer(settings.producer_conf(
+            **clients, **{"transactional.id": settings.transactional_id(),
+                          "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS}
+        ))
+        self._in_transaction = False
+        self._after_commit: list[Callable[[], None]] = []  # local effects of the open transaction
+        self.changelog = UserChangelog(settings, engine.store, self._produce)
+        self.owned: set[int] = set()  # input partitions assigned and restored
         self._admin = AdminClient(settings.librdkafka(**clients))
         self._delivery_errors: list[str] = []
         self._changed_items: set[int] = set()
@@ -154,9 +176,13 @@ class Worker:
         self._joining_since: float | None = None  # monotonic time the group (re)join began
         self.last_batch_done = time.monotonic()
         self.error: str | None = None  # why run() stopped, if it failed
-        self.catalog: CatalogStage | None = (
-            CatalogStage(settings, engine, self._dead_letter, self.hooks) if settings.catalog_stage else None
-        )
+        self.catalog: CatalogStage | None = None
+        if settings.catalog_stage:
+            # the catalogue's thread dead-letters outside the hot path's transactions
+            side = Producer(settings.producer_conf(**clients))
+            self.catalog = CatalogStage(
+                settings, engine, lambda m, kind, error: self._dead_letter(m, kind, error, side), self.hooks
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -193,14 +219,76 @@ class Worker:
         }
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Called between batches: restore each newly assigned input partition from the changelog
+        before its input is read (consuming starts once this returns)."""
         logger.info("assigned %s", [(p.topic, p.partition) for p in partitions])
-        self._joining_since = None
-        self.ready.set()
+        if not partitions:  # a cooperative rebalance that adds nothing here
+            return
+        mine = [tp.partition for tp in partitions if tp.topic == self.topics.interactions]
+        if mine:
+            committed = self._committed(consumer, mine)
+            for p in mine:
+                self._restore(p, committed[p])
+        if self.owned:
+            self._joining_since = None
+            self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Called between batches, after the last one's transaction committed: release the partitions
+        (their local state stays as a checkpoint, should they come back)."""
         logger.info("revoked %s", [(p.topic, p.partition) for p in partitions])
-        self._joining_since = time.monotonic()
-        self.ready.clear()  # /health says "assigned": false until the next assignment
+        for tp in partitions:
+            if tp.topic == self.topics.interactions:
+                self.owned.discard(tp.partition)
+                self._expiry.release(tp.partition)
+        if not self.owned:
+            self._joining_since = time.monotonic()
+            self.ready.clear()  # /health says "assigned": false until the next assignment
+
+    def _committed(self, consumer: Consumer, partitions: list[int]) -> dict[int, int]:
+        """The group's committed offset of each input partition: the next event to fold (the start of
+        the partition when none is committed)."""
+        topic = self.topics.interactions
+        out = {}
+        for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=self._timeout()):
+            offset = tp.offset
+            if offset < 0:
+                offset = consumer.get_watermark_offsets(
+                    TopicPartition(topic, tp.partition), timeout=self._timeout(), cached=False
+                )[0]
+            out[tp.partition] = offset
+        return out
+
+    def _restore(self, p: int, committed: int) -> None:
+        r = self.changelog.restore(p, committed, self._timeout())
+        ahead = self.changelog.ahead(p, committed)
+        if ahead:
+            self._publish_again(p, ahead)
+        self.owned.add(p)
+        self.hooks.on_restore(p, r.records, r.seconds)
+        logger.info(
+            "restored partition %d from %s in %.2f s: %d records read, %d applied (%s); %d users published"
+            " again", p, self.topics.user_state, r.seconds, r.records, r.applied,
+            "from the start" if r.full else "the tail after the local checkpoint", len(ahead),
+        )
+
+    def _publish_again(self, p: int, users: list[tuple[bytes, bytes]]) -> None:
+        """The users folded here by a batch whose transaction never committed: their state and a
+        recommendation (for their state's last event, naming its source) in a transaction of their own."""
+        stage = self.engine.users
+        now = time.time()
+        for key, value in users:
+            st = decode_user(value)
+            with self.engine.lock:
+                items = stage.recommend(st, st.last_t)
+            source = SourceRef(self.topics.interactions, p, st.offset, st.last_t, st.offset)
+            rec = Recommendation(key.decode("utf-8"), tuple(items), stage.model_version, source, now)
+            self._produce(self.topics.recommendations, rec.to_json(), key)
+            self._produce(self.topics.user_state, value, key, p)
+        self._commit({})
+
+    def _timeout(self) -> float:
+        return self.settings.broker_timeout_s if self.settings.broker_timeout_s > 0 else 60.0
 
     def _check_group(self) -> None:
         """A consumer that cannot (re)join its group does no work and reports no error: past the
@@ -215,6 +303,8 @@ class Worker:
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._delivery_errors.append(f"{msg.topic()}: {err}")
+        elif msg.topic() == self.topics.user_state:
+            self.changelog.delivered(msg.partition(), msg.offset())
 
     def run(self) -> WorkerStats:
         s = self.settings
@@ -228,10 +318,13 @@ class Worker:
         if self.catalog is not None:
             self.catalog.start()
         self._joining_since = time.monotonic()
+        # fences a former self with the same transactional.id and aborts what it left open
+        self._producer.init_transactions(self._timeout())
         self._consumer.subscribe(
             [self.topics.interactions, self.topics.user_deletions],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
         )
         last_gauge = last_trim = 0.0
         clean = False
@@ -283,22 +376,14 @@ class Worker:
         if deletions:
             self._forget(deletions)
             clock.lap("forget")
-        self._flush(clock)  # dead letters and tombstones are acknowledged before their offsets are committed
-        if self._delivery_errors:
-            errors, self._delivery_errors = self._delivery_errors, []
-            # Nothing is committed: the batch replays, and state dedupe keeps the fold exactly-once.
-            raise KafkaException(f"produce failed: {errors[:3]}")
-        if offsets:
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()], asynchronous=True
-            )
+        self._commit(offsets)
+        clock.lap("commit")
         crash_point("committed")
         self._messages.clear()
         self.stats.batches += 1
         self.stats.busy_seconds += time.perf_counter() - t0
         self.batch_started = None
         self.last_batch_done = time.monotonic()
-        clock.lap("commit_offsets")
         self.hooks.on_stages(clock.seconds)
 
     def _decode(
@@ -389,7 +474,8 @@ class Worker:
 
     def _fold(self, events: list[SourcedEvent], clock: StageClock) -> None:
         """The batch through the pipeline: its recommendations are produced as soon as the user stage
-        has them, and its state is written once the broker has acknowledged them."""
+        has them, its users' state goes to the changelog and, with the item state, to the local store
+        (the transaction commits at the end of the batch)."""
         try:
             outcome = self.pipeline.fold(events, emit=self._produce_recommendations, clock=clock)
         except StageFailed as exc:
@@ -403,8 +489,9 @@ class Worker:
             self._changed_items.update(outcome.changed_items)
             self._publish_item_vectors()
             clock.lap("produce")
-        self._flush(clock)
-        crash_point("flushed")
+        self.changelog.record(outcome.user.writes)
+        clock.lap("changelog")
+        crash_point("changelog")
         self.pipeline.commit(outcome, clock)
         for e in events:
             self._expiry.observe(e.partition, e.event.timestamp)
@@ -422,50 +509,105 @@ class Worker:
 
     def _forget(self, users: list[str]) -> None:
         """Erase the users named by deletion requests and tell downstream: a tombstone (null value)
-        keyed by the user on the recommendations topic, for each user whose state was here."""
-        found = forget_users(self.engine.store, users)
-        for u in found:
-            self._produce(self.topics.recommendations, None, u.encode("utf-8"))
+        keyed by the user on the recommendations topic and on the changelog, for each user whose
+        state is here. The local erasure follows the transaction's commit (were it lost, the request
+        replays and finds the users again)."""
+        present = present_users(self.engine.store, users)
+        found = {k for keys in present.values() for k in keys}
+        for name, keys in present.items():
+            p = int(name.rsplit("-", 1)[1])
+            if p in self.owned:
+                self.changelog.tombstones(p, keys)
+        for key in found:
+            self._produce(self.topics.recommendations, None, key)
+        self._after_commit.append(lambda: erase_users(self.engine.store, present))
         self.stats.users_deleted += len(found)
         self.hooks.on_users_removed("deleted", len(found))
         logger.info("deletion requests for %d users; %d had state on this worker and are erased",
                     len(users), len(found))
 
     def _sweep(self) -> None:
-        n = self._expiry.sweep()
-        if n:
-            self.stats.users_expired += n
-            self.hooks.on_users_removed("expired", n)
+        expired = self._expiry.expired()
+        if not expired:
+            return
+        for p, keys in expired.items():
+            self.changelog.tombstones(p, keys)
+            self._after_commit.append(lambda p=p, keys=keys: self._expiry.delete(p, keys))  # type: ignore[misc]
+        self._commit({})
+        n = sum(len(keys) for keys in expired.values())
+        self.stats.users_expired += n
+        self.hooks.on_users_removed("expired", n)
 
     # ------------------------------------------------------------------------------------- Kafka I/O
 
-    def _produce(self, topic: str, value: bytes | None, key: bytes | None) -> None:
+    def _produce(
+        self, topic: str, value: bytes | None, key: bytes | None, partition: int | None = None,
+        producer: Producer | None = None,
+    ) -> None:
+        """Produce a record in the batch's transaction (``producer``: outside any transaction)."""
+        if producer is None:
+            producer = self._producer
+            if not self._in_transaction:
+                producer.begin_transaction()
+                self._in_transaction = True
+        extra = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
+                producer.produce(topic, value, key, on_delivery=self._on_delivery, **extra)
                 return
             except BufferError:  # the client's queue is full: let the broker drain it
-                self._producer.poll(0.1)
+                producer.poll(0.1)
                 self.watch.check(self._admin)
 
-    def _flush(self, clock: StageClock) -> None:
-        """Wait until the broker has acknowledged everything produced, probing it meanwhile; raise
-        :class:`BrokerUnavailable` once it has not answered, or not acknowledged, for the configured
-        time (a broker can answer metadata requests and still not take records: one restarted
-        without the topics, say)."""
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the open transaction with the input ``offsets`` (the last folded of each topic
+        partition), then apply its local effects; raise :class:`BrokerUnavailable` once the broker
+        has not answered for the configured time, or the produce error that failed it."""
+        if not self._in_transaction and not offsets:
+            return
+        if not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+        if offsets:
+            self._retrying("sending the input offsets", lambda t: self._producer.send_offsets_to_transaction(
+                [TopicPartition(tp, p, o + 1) for (tp, p), o in offsets.items()],
+                self._consumer.consumer_group_metadata(), t,
+            ))
+        self._retrying("committing the transaction", self._producer.commit_transaction)
+        self._in_transaction = False
+        if self._delivery_errors:  # a transaction with a failed produce does not commit; to be sure
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise KafkaException(f"produce failed: {errors[:3]}")
+        for effect in self._after_commit:
+            effect()
+        self._after_commit.clear()
+        self.changelog.checkpoint()
+
+    def _retrying(self, what: str, call: Callable[[float], object]) -> None:
+        """``call(timeout)`` until it succeeds, probing the broker meanwhile: a retriable error (a
+        timeout, a broker restarting) is tried again until the broker timeout; any other stops the
+        worker with the reason. What was not committed replays."""
         started = time.monotonic()
-        while (left := self._producer.flush(1.0)) > 0:
+        while True:
+            try:
+                call(1.0)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable():
+                    if self._delivery_errors:
+                        raise KafkaException(f"produce failed: {self._delivery_errors[:3]}") from exc
+                    raise
             self.watch.check(self._admin)
             if self._stop.is_set() and not self.watch.reachable:
                 raise _Stopping
             waited = time.monotonic() - started
             if 0 < self.settings.broker_timeout_s < waited:
                 raise BrokerUnavailable(
-                    f"the broker has not acknowledged {left} records in {waited:.0f} s "
+                    f"{what}: the broker has not answered in {waited:.0f} s "
                     f"(TIDE_BROKER_TIMEOUT_S={self.settings.broker_timeout_s:g}); "
                     f"last error: {self.watch.last_error or 'none'}"
                 )
-        clock.lap("flush")
 
     def _publish_item_vectors(self, force: bool = False) -> None:
         """Publish the item vectors changed since the last publication, at most once per interval."""
@@ -484,7 +626,7 @@ class Worker:
             iv = ItemVector(table.ids[r], tuple(v), stamp, version)
             self._produce(self.topics.item_vectors, iv.to_json(), table.ids[r].encode("utf-8"))
 
-    def _dead_letter(self, m: Message, kind: str, error: str) -> None:
+    def _dead_letter(self, m: Message, kind: str, error: str, producer: Producer | None = None) -> None:
         key = m.key()
         dl = DeadLetter(
             original=m.value() or b"",
@@ -497,7 +639,7 @@ class Worker:
             failed_at=time.time(),
         )
         # the DLQ record is keyed by the original key, cut to an id's length (a key can be huge too)
-        self._produce(self.topics.dlq, dl.to_json(), None if key is None else key[:255])
+        self._produce(self.topics.dlq, dl.to_json(), None if key is None else key[:255], producer=producer)
         self.stats.dead_letters += 1
         self.hooks.on_dead_letter(kind)
         # where and why, never the payload (nor ids, which could carry anything a producer wrote)
@@ -528,13 +670,14 @@ class Worker:
         self.pipeline.close()  # a learning step in flight lands in the model the web reads
         reachable = self.watch.reachable
         try:
-            if self.settings.publish_item_vectors and reachable:
-                self._publish_item_vectors(force=True)
             # a broker that does not answer gets no long goodbye: what is not committed replays
-            self._producer.flush(10 if reachable else 1)
-            if commit and reachable and self._consumer.assignment():
-                self._consumer.commit(asynchronous=False)
-        except KafkaException as exc:
+            if commit and reachable:
+                if self.settings.publish_item_vectors:
+                    self._publish_item_vectors(force=True)
+                self._commit({})
+            elif self._in_transaction:
+                self._producer.abort_transaction(1)
+        except (KafkaException, BrokerUnavailable, _Stopping) as exc:
             logger.info("final commit: %s", exc)
         self._consumer.close()
         logger.info(

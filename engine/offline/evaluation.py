@@ -10,6 +10,9 @@ The query time is the row's own timestamp, as in the JODIE and TGB protocols: th
 the user comes back, not what they do (``at_row_time=True``, the default). With
 ``at_row_time=False`` the row is ranked exactly as the worker's emitted recommendation ranked it,
 for the moment of the user's previous event: that is what the Kafka demo compares against.
+
+With ``item_delay`` > 0 the item stage lags the user stage by that many events
+(engine/offline/stale_items.py), as it does when it runs as a shared stage behind Kafka.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from engine.fold.users import SourcedEvent, UserStage, rank_of
 from engine.offline.baselines import default_baselines
 from engine.offline.data import InteractionLog
 from engine.offline.protocols import Split
+from engine.offline.stale_items import DelayedItemStage
 from engine.pipeline import Pipeline
 from engine.state.codec import UserState
 from engine.state.store import MemoryStateStore
@@ -123,14 +127,21 @@ def evaluate_stream(
     model_version: str = "eval",
     at_row_time: bool = True,
     catalog: Catalog | None = None,
+    item_delay: int = 0,
 ) -> RowRanks:
-    """Fold every row of ``log`` through the pipeline and rank each row at index ≥ ``score_from`` (among
-    the log's items and, with a ``catalog``, every catalogue item)."""
+    """Fold every row of ``log`` through the pipeline, ``batch_size`` rows at a time, and rank each row at
+    index ≥ ``score_from`` (among the log's items and, with a ``catalog``, every catalogue item).
+
+    With ``item_delay`` = N > 0, each event's item update is folded once N later events have been
+    folded by the user stage (:class:`DelayedItemStage`; held updates left at the end are not folded).
+    The delay is exact in events, but the user stage reads the items as they stand at the start of
+    each batch, so within a batch they lag by N to N + ``batch_size`` - 1 events (N = 0: 0 to
+    ``batch_size`` - 1)."""
     users, items = log.users.tolist(), log.items.tolist()
     targets, target_idx = next_items(users, items)
     first_row = np.ones(len(log), bool)  # the user's first row: no earlier event to rank it from
     first_row[target_idx[target_idx >= 0]] = False
-    pipeline = _pipeline(model, item_ids, online, model_version, catalog)
+    pipeline = _pipeline(model, item_ids, online, model_version, catalog, item_delay)
     stage, table = pipeline.users, pipeline.items.table
     baselines = default_baselines()
     n_items = len(set(items))
@@ -193,16 +204,18 @@ def evaluate_stream(
 
 def _pipeline(
     model: InterestModel, item_ids: list[str], online: OnlineConfig | None, model_version: str,
-    catalog: Catalog | None,
+    catalog: Catalog | None, item_delay: int = 0,
 ) -> Pipeline:
-    """The worker's pipeline on in-memory state: no store for the items, learning in line."""
+    """The worker's pipeline on in-memory state: no store for the items, learning in line, the item
+    stage ``item_delay`` events behind the user stage."""
     device = next(model.parameters()).device
     table = ItemTable(model, item_ids, device)
     if catalog is not None:
         table.attach_catalog(catalog)
     users = UserStage(model, table, MemoryStateStore(), model_version=model_version)
     learner = OnlineLearner(model, table, online) if online is not None and online.enabled else None
-    return Pipeline(users, ItemStage(model, table, None), learner)
+    items = DelayedItemStage(model, table, item_delay) if item_delay > 0 else ItemStage(model, table, None)
+    return Pipeline(users, items, learner)
 
 
 def summarize(rr: RowRanks, mask: np.ndarray) -> dict[str, dict[str, Any]]:

@@ -22,8 +22,9 @@ use as u32, a float16 interest summary) and 2 (the same, entry after entry) are 
 profile holds the distinct items the user used recently.
 
 The history ring stores item ids, not in-process row numbers, so state stays valid when its
-partition moves to another worker. ``last_t`` sits at a fixed offset (:func:`user_last_t`), so an
-expiry sweep reads it without decoding the rest.
+partition moves to another worker. ``last_t`` and the source (partition, offset) sit at fixed
+offsets (:func:`user_last_t`, :func:`user_source`), so an expiry sweep or a changelog restore reads
+them without decoding the rest.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 __all__ = [
     "ItemState", "StateFormatError", "UserState", "decode_catalog_entry", "decode_item_state", "decode_user",
-    "encode_catalog_entry", "encode_item_state", "encode_user", "user_last_t",
+    "encode_catalog_entry", "encode_item_state", "encode_user", "user_last_t", "user_source",
 ]
 
 USER_FORMAT = 4
@@ -43,6 +44,8 @@ ITEM_FORMAT = 1
 _USER_HEAD = struct.Struct("<BBHHiqdIH")
 _LAST_T = struct.Struct("<d")
 _LAST_T_AT = 18  # offset of last_t in the header of every user format
+_SOURCE = struct.Struct("<iq")
+_SOURCE_AT = 6  # offset of (partition, offset) in the header of every user format
 _HIST = struct.Struct("<fBB")
 _PROF = struct.Struct("<IHf")
 _ITEM_HEAD = struct.Struct("<BHdq")
@@ -116,6 +119,15 @@ def user_last_t(b: bytes) -> float:
     if not b or b[0] not in (2, 3, USER_FORMAT):
         raise StateFormatError(f"unknown user state format {b[:1]!r}")
     return float(_LAST_T.unpack_from(b, _LAST_T_AT)[0])
+
+
+def user_source(b: bytes) -> tuple[int, int]:
+    """The input (partition, offset) of the last event folded into an encoded state, read without
+    decoding the rest."""
+    if not b or b[0] not in (2, 3, USER_FORMAT):
+        raise StateFormatError(f"unknown user state format {b[:1]!r}")
+    partition, offset = _SOURCE.unpack_from(b, _SOURCE_AT)
+    return int(partition), int(offset)
 
 
 def decode_user(b: bytes) -> UserState:

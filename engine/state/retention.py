@@ -23,7 +23,7 @@ from engine.fold.users import user_partition_name
 from engine.state.codec import StateFormatError, user_last_t
 from engine.state.store import StateStore, new_transaction
 
-__all__ = ["ExpirySweep", "forget_users"]
+__all__ = ["ExpirySweep", "erase_users", "forget_users", "present_users"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +32,26 @@ _USERS = "users-"
 
 def forget_users(store: StateStore, users: Iterable[str]) -> list[str]:
     """Erase ``users`` from every user partition open in ``store``; returns those that had state."""
-    keys = {u.encode("utf-8"): u for u in users}
-    found: list[str] = []
+    present = present_users(store, users)
+    erase_users(store, present)
+    return [k.decode("utf-8") for keys in present.values() for k in keys]
+
+
+def present_users(store: StateStore, users: Iterable[str]) -> dict[str, list[bytes]]:
+    """The keys of ``users`` that have state, by user partition open in ``store``."""
+    keys = [u.encode("utf-8") for u in users]
+    out: dict[str, list[bytes]] = {}
     for name in store.open_partitions(_USERS):
-        part = store.partition(name)
-        present = part.get_many(keys)
+        present = store.partition(name).get_many(keys)
         if present:
-            part.erase(present)
-            found.extend(keys[k] for k in present)
-    return found
+            out[name] = list(present)
+    return out
+
+
+def erase_users(store: StateStore, present: dict[str, list[bytes]]) -> None:
+    """Erase the keys :func:`present_users` found, for good (``PartitionStore.erase``)."""
+    for name, keys in present.items():
+        store.partition(name).erase(keys)
 
 
 class ExpirySweep:
@@ -61,9 +72,17 @@ class ExpirySweep:
     def sweep(self) -> int:
         """Read up to ``per_call`` more states of each partition; delete the expired. Returns how
         many users were deleted."""
+        expired = self.expired()
+        for p, keys in expired.items():
+            self.delete(p, keys)
+        return sum(len(k) for k in expired.values())
+
+    def expired(self) -> dict[int, list[bytes]]:
+        """Read up to ``per_call`` more states of each partition; the keys of the expired users, by
+        partition (deleted by :meth:`delete`, once the worker has told the changelog)."""
         if self.ttl_s <= 0:
-            return 0
-        deleted = 0
+            return {}
+        out: dict[int, list[bytes]] = {}
         for p, now in list(self.stream_time.items()):
             name = user_partition_name(p)
             if name not in self.store.open_partitions(name):
@@ -77,17 +96,26 @@ class ExpirySweep:
             else:
                 self._cursor[p] = None  # a full pass is done: start over
             cutoff = now - self.ttl_s
-            tx = new_transaction()
-            for key, value in batch:
-                try:
-                    idle = user_last_t(value) < cutoff
-                except StateFormatError:
-                    continue
-                if idle:
-                    tx.delete(key)
-            if len(tx):
-                part.write(tx)
-                deleted += len(tx)
-        if deleted:
-            logger.info("expired %d users idle for more than %g s of stream time", deleted, self.ttl_s)
-        return deleted
+            idle = [key for key, value in batch if _idle(value, cutoff)]
+            if idle:
+                out[p] = idle
+        return out
+
+    def delete(self, partition: int, keys: list[bytes]) -> None:
+        tx = new_transaction()
+        for key in keys:
+            tx.delete(key)
+        self.store.partition(user_partition_name(partition)).write(tx)
+        logger.info("expired %d users idle for more than %g s of stream time", len(keys), self.ttl_s)
+
+    def release(self, partition: int) -> None:
+        """Stop sweeping ``partition`` (it moved to another worker)."""
+        self.stream_time.pop(partition, None)
+        self._cursor.pop(partition, None)
+
+
+def _idle(value: bytes, cutoff: float) -> bool:
+    try:
+        return user_last_t(value) < cutoff
+    except StateFormatError:
+        return False

@@ -33,6 +33,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         device=args.device,
         workdir=args.workdir,
     )
+    if args.restore_users:
+        return _restore(args.restore_users, args.bootstrap, args.report)
     if args.scaling:
         scaling = run_scaling(opts, args.scaling)
         write_report(scaling, args.scaling.with_suffix(".json"))
@@ -45,6 +47,24 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         write_report(report, args.report)
         print(f"report: {args.report}")
+    return 0
+
+
+def _restore(users: int, bootstrap: str | None, report: Path | None) -> int:
+    import contextlib
+
+    from streams.bench import write_report
+    from streams.bench.restore import restore_cost
+    from streams.broker import EmbeddedBroker
+
+    with contextlib.ExitStack() as stack:
+        if bootstrap is None:
+            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap_servers
+        r = restore_cost(bootstrap, users)
+    print(f"restore of {r['users']:,} users ({r['mean_state_bytes']:.0f} B each) from the changelog into an "
+          f"empty store: {r['seconds']:.2f} s, {r['seconds_per_100k_users']:.2f} s per 100k users")
+    if report:
+        write_report({"restore": r}, report)
     return 0
 
 
@@ -115,6 +135,12 @@ def _add_run_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         "--topk-items",
         default="",
         help="also time exact top-10 for 256 users over these catalogue sizes, e.g. 1000,1000000",
+    )
+    bb.add_argument(
+        "--restore-users",
+        type=int,
+        default=0,
+        help="instead: restore this many users' state from a changelog into an empty store, timed",
     )
     bb.add_argument(
         "--scaling",

@@ -54,10 +54,14 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         online=online_cfg,
         at_row_time=not args.as_emitted,
         catalog=catalog,
+        item_delay=args.item_delay,
     )
     timings |= {"evaluate_s": rr.seconds, "events_per_s": rr.extra["events_per_s"]}
     query_time = "previous event" if args.as_emitted else "row"
-    configuration = {"train": asdict(train_cfg), "online": asdict(online_cfg), "query_time": query_time}
+    configuration = {
+        "train": asdict(train_cfg), "online": asdict(online_cfg), "query_time": query_time,
+        "item_delay": args.item_delay,
+    }
     report = build_report(rr, split, str(args.data), timings, configuration) | extra
     _print_table(report)
     if args.report:
@@ -171,6 +175,13 @@ def _print_table(report: dict[str, Any]) -> None:
         )
 
 
+def _events(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"a number of events ≥ 0, not {value}")
+    return n
+
+
 def add_commands(sub: Any, settings: Settings) -> None:
     """``evaluate``."""
     e = sub.add_parser(
@@ -190,6 +201,14 @@ def add_commands(sub: Any, settings: Settings) -> None:
         action="store_true",
         help="rank each row with the recommendation pushed at the user's previous event, "
         "instead of at the row's own time (the protocols' query time)",
+    )
+    e.add_argument(
+        "--item-delay",
+        type=_events,
+        default=0,
+        metavar="N",
+        help="fold each event into the items (memories, transitions, counts) only once N later events "
+        "have been folded into the users, as with the item stage shared behind Kafka (default 0)",
     )
     e.add_argument(
         "--report", type=Path, default=None, help="write the JSON report here (and a PNG beside it)"

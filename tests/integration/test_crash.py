@@ -23,6 +23,9 @@ import pytest
 
 from engine.state.codec import decode_item_state, decode_user
 from engine.state.store import RocksDBStateStore
+from streams.admin import create_topics
+from streams.config import Settings
+from streams.topics import topic_specs
 from tests.integration.conftest import (
     committed,
     fresh_topics,
@@ -37,8 +40,8 @@ pytestmark = pytest.mark.integration
 
 #: crash points (point:visit) and, for None, a SIGKILL from outside 0.2–0.8 s after the worker is up
 OFFLINE_KILLS = [
-    "decoded:7", "folded:23", "produced:11", "item_stage:17", "flushed:9", "state_written:13", "committed:19",
-    "folded:1", None, None,
+    "decoded:7", "folded:23", "produced:11", "item_stage:17", "changelog:9", "state_written:13",
+    "committed:19", "folded:1", None, None,
 ]
 ONLINE_KILLS = ["learning:2", "folded:31", "state_written:5", None]
 #: largest difference of a memory or item-vector component between a crashed and an uninterrupted
@@ -60,8 +63,6 @@ def _settings_kw(settings, tag: str, **extra) -> dict:
 def _run(kw: dict, total: int, kills: list, rng: random.Random) -> dict:
     """Replay the input to its end through workers killed as ``kills`` says; returns the kill count
     and the worst recovery time (a kill → the restarted worker has its partition again)."""
-    from streams.config import Settings
-
     s = Settings(**kw)
     recoveries, killed = [], 0
     killed_at: float | None = None
@@ -98,8 +99,12 @@ def _reference_and_crashed(  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
     runs = {}
     for tag, k in (("reference", []), ("crashed", kills)):
-        topics = base.topics.model_copy(update={"recommendations": f"{base.topics.recommendations}-{tag}"})
+        topics = base.topics.model_copy(update={
+            "recommendations": f"{base.topics.recommendations}-{tag}",
+            "user_state": f"{base.topics.user_state}-{tag}",
+        })
         kw = _settings_kw(base, tag, topics=topics)
+        create_topics(base.bootstrap_servers, topic_specs(Settings(**kw)))
         runs[tag] = (kw, _run(kw, total, k, rng))
     return runs["reference"][0], runs["crashed"][0], runs["crashed"][1]
 

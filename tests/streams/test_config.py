@@ -113,7 +113,8 @@ def test_consumer_conf() -> None:
         "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT", "sasl.username": "svc",
         "group.id": "g", "session.timeout.ms": 1200, "heartbeat.interval.ms": 500,
         "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": False,
-        "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+        "fetch.wait.max.ms": FETCH_WAIT_MAX_MS, "partition.assignment.strategy": "cooperative-sticky",
+        "isolation.level": "read_committed",
     }
     assert Settings(session_timeout_ms=6000).consumer_conf()["heartbeat.interval.ms"] == 1000
     other = s.consumer_conf("reader", **{"auto.offset.reset": "latest"})
