@@ -2,8 +2,9 @@
 
 1. start the embedded broker and create the topics;
 2. train on the first 80% of the log and write a checkpoint;
-3. start a worker process (``tide worker``) at the settings a user would run it with (``TIDE_TOP_K``,
-   default 10 items per recommendation, each with its reason) and a reader of ``tide.recommendations``;
+3. start a worker process (``tide worker``; ``workers`` of them in one consumer group, the input with
+   as many partitions) at the settings a user would run it with (``TIDE_TOP_K``, default 10 items per
+   recommendation, each with its reason) and a reader of ``tide.recommendations``;
 4. replay the first 80% as fast as possible (throughput; this also builds every user's state), then
    the last 20% at a fixed offered rate (latency, and accuracy on events the model never trained on);
 5. stop everything and print events in/out, events/s, latency, and Recall@k and MRR@k of those same
@@ -56,6 +57,7 @@ class DemoOptions:
     train_fraction: float = 0.8
     timeout_s: float = 900.0
     catalog: Path | None = None  # a catalogue file: trained with, and loaded into the items topic
+    workers: int = 1
 
 
 @dataclass
@@ -85,6 +87,7 @@ def run_demo(opts: DemoOptions) -> int:
             state_dir=work / "state",
             checkpoint_dir=work / "checkpoints",
             web_port=free_port(),
+            partitions=max(1, opts.workers),
         )
         create_topics(broker.bootstrap_servers, topic_specs(settings))
         print(f"[demo] embedded broker on {broker.bootstrap_servers}, topics created", flush=True)
@@ -92,7 +95,7 @@ def run_demo(opts: DemoOptions) -> int:
         streamed = _stream(opts, log, n_train, settings)
 
     offline = _offline_ranks(ckpt, log, n_train, settings, catalog)
-    _report(log, n_train, streamed, offline, settings, opts.rate)
+    _report(log, n_train, streamed, offline, settings, opts.rate, opts.workers)
     print(f"total demo time {time.perf_counter() - t_start:.0f}s")
     return 0
 
@@ -121,15 +124,18 @@ def _train(
 def _stream(opts: DemoOptions, log: InteractionLog, n_train: int, settings: Settings) -> _Streamed:
     """Run a worker and a reader, replay the log through Kafka in two phases, collect the answers."""
     work = opts.workdir
-    worker_log = open(work / "worker.log", "wb")
-    proc = spawn_worker(settings, worker_log)
+    workers = [_worker_settings(settings, k, opts.workers) for k in range(opts.workers)]
+    logs = [work / ("worker.log" if len(workers) == 1 else f"worker-{k}.log") for k in range(len(workers))]
+    files = [open(path, "wb") for path in logs]
+    procs = [spawn_worker(w, f) for w, f in zip(workers, files)]
     reader = RecommendationReader(settings)
     reader.start()
     try:
-        wait_assigned(settings.web_port, proc, 120, work / "worker.log")
+        for w, proc, path in zip(workers, procs, logs):
+            wait_assigned(w.web_port, proc, 120, path)
         reader.ready.wait(60)
-        metrics = f"http://127.0.0.1:{settings.web_port}/metrics"
-        print(f"[demo] worker up (log: {work / 'worker.log'}, metrics: {metrics})")
+        for w, path in zip(workers, logs):
+            print(f"[demo] worker up (log: {path}, metrics: http://127.0.0.1:{w.web_port}/metrics)")
         topic, conf = settings.topics.interactions, settings.producer_conf()
         base_time = time.time() - float(log.ts[-1])  # the log's clock ends "now"
         t_a = time.time()
@@ -141,10 +147,22 @@ def _stream(opts: DemoOptions, log: InteractionLog, n_train: int, settings: Sett
         if not reader.wait_for(_last_sources(log.users[n_train:], b.partitions, b.offsets), opts.timeout_s):
             print("[demo] warning: not every user's last event got its recommendation before the timeout")
     finally:
-        stop_worker(proc)
+        for proc in procs:
+            stop_worker(proc)
         reader.stop()
-        worker_log.close()
+        for f in files:
+            f.close()
     return _Streamed(a, b, _by_row(reader.records, a, b), len(reader.records), t_a)
+
+
+def _worker_settings(settings: Settings, k: int, n: int) -> Settings:
+    """Worker ``k`` of ``n``: with more than one, a state folder, web port and name of its own."""
+    if n == 1:
+        return settings
+    return settings.model_copy(update={
+        "state_dir": settings.state_dir.parent / f"state-{k}", "web_port": free_port(),
+        "worker_id": f"demo-{k}",
+    })
 
 
 def _last_sources(users: np.ndarray, partitions: np.ndarray, offsets: np.ndarray) -> set[tuple[int, int]]:
@@ -215,7 +233,7 @@ def _at_k(ranks: Sequence[float], k: int) -> dict[str, float]:
 
 def _report(
     log: InteractionLog, n_train: int, s: _Streamed, offline: dict[int, float], settings: Settings,
-    rate: float,
+    rate: float, workers: int = 1,
 ) -> None:
     k = settings.top_k
     users, items = log.users.tolist(), log.items.tolist()
@@ -227,7 +245,8 @@ def _report(
     lat = np.array([ts - sent[row - n_train] for row, (_, ts) in s.recs.items() if row >= n_train])
     print(f"\n{_RULE}")
     learning = "on" if settings.online_learning else "off"
-    print(f"TIDE demo report: one `tide worker` at its defaults ({k} items per recommendation, each with its")
+    who = "one `tide worker`" if workers == 1 else f"{workers} `tide worker` processes"
+    print(f"TIDE demo report: {who} at its defaults ({k} items per recommendation, each with its")
     print(f"reason; online learning {learning}), with the broker, producer and reader on this machine.")
     print(f"Latency and accuracy come from the same recommendations (held-out 20% offered at {rate:,.0f}/s).")
     print(_RULE)

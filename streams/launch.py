@@ -26,13 +26,17 @@ __all__ = ["spawn_worker", "stop_worker", "wait_assigned", "worker_env"]
 _PASSED = (
     "bootstrap_servers", "group_id", "partitions", "state_dir", "checkpoint_dir", "top_k",
     "web_port", "session_timeout_ms", "broker_timeout_s", "user_ttl_s", "catalog_stage", "online_learning",
+    "worker_id",
 )
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     """This process's environment with ``settings`` (and the topic names) as ``TIDE_*`` variables."""
     env = dict(os.environ)
-    env.update({f"TIDE_{name.upper()}": _text(getattr(settings, name)) for name in _PASSED})
+    env.update({
+        f"TIDE_{name.upper()}": _text(getattr(settings, name)) for name in _PASSED
+        if getattr(settings, name) is not None
+    })
     env.update({f"TIDE_TOPIC_{k.upper()}": v for k, v in settings.topics.model_dump().items()})
     env.update(extra)
     return env

@@ -229,9 +229,8 @@ class Worker:
             committed = self._committed(consumer, mine)
             for p in mine:
                 self._restore(p, committed[p])
-        if self.owned:
-            self._joining_since = None
-            self.ready.set()
+        self._joining_since = None
+        self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Called between batches, after the last one's transaction committed: release the partitions

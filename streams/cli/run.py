@@ -113,7 +113,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     return run_demo(
         DemoOptions(
-            data=args.data, epochs=args.epochs, rate=args.rate, workdir=args.workdir, catalog=args.catalog
+            data=args.data, epochs=args.epochs, rate=args.rate, workdir=args.workdir, catalog=args.catalog,
+            workers=args.workers,
         )
     )
 
@@ -198,6 +199,10 @@ def _add_demo(sub: Any, settings: Settings) -> None:
     d.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     d.add_argument("--rate", type=float, default=2000.0, help="offered events/s for the latency phase")
     d.add_argument("--workdir", type=Path, default=Path(".tide/demo"))
+    d.add_argument(
+        "--workers", type=int, default=1,
+        help="worker processes in one consumer group (the input gets as many partitions)",
+    )
     d.add_argument(
         "--catalog", type=Path, default=None, help="a catalogue file for the items topic (CSV or JSON lines)"
     )

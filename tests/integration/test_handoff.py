@@ -2,7 +2,9 @@
 
 One input log (4 partitions) is replayed, paced, through a fleet of real worker processes on the
 embedded broker: two at first; a third joins mid-replay; one is killed with SIGKILL and restarted.
-The same log goes through a single worker with a group, changelog and outputs of its own. Then:
+The same log goes through a single worker with a group, changelog and outputs of its own. Batches of
+one event make the model's arithmetic the same in both (a matrix product's last bits depend on its
+shape, and so on how events fall into batches). Then:
 
 - the fleet's final state of every user (the changelog's last record per user) equals the single
   worker's, byte for byte, and every user folded each of their events exactly once;
@@ -17,6 +19,7 @@ user's own events and the comparison isolates the handoff.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import threading
 import time
@@ -30,6 +33,7 @@ from engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoin
 from engine.state.codec import decode_user
 from engine.state.store import RocksDBStateStore
 from streams.admin import create_topics
+from streams.config import Settings
 from streams.topics import topic_specs
 from tests.integration.conftest import committed, fresh_topics, read_all, synthetic_events, wait_for
 from tests.integration.worker_process import WorkerProcess, start
@@ -122,14 +126,12 @@ def test_state_moves_with_its_partition_through_joins_kills_and_restarts(
     settings, static_item_checkpoint, capsys
 ):
     base = fresh_topics(
-        settings, "handoff", partitions=PARTITIONS, batch_max_events=20, session_timeout_ms=2000,
+        settings, "handoff", partitions=PARTITIONS, batch_max_events=1, session_timeout_ms=2000,
         online_learning=False, catalog_stage=False, checkpoint_dir=static_item_checkpoint,
         publish_item_vectors=False,
     )
     events = synthetic_events(N_USERS, PER_USER)
     fleet_kw, single_kw = _kw(base, "fleet"), _kw(base, "single")
-    from streams.config import Settings
-
     fleet, single = Settings(**fleet_kw), Settings(**single_kw)
     delivered: list = []
     producer = threading.Thread(target=lambda: delivered.extend(_produce_paced(base, events, rate=120)))
@@ -171,3 +173,31 @@ def test_state_moves_with_its_partition_through_joins_kills_and_restarts(
     with capsys.disabled():
         print(f"\n[handoff] {len(events)} events, 4 partitions, workers a+b, c joined, b killed, restarted:"
               f" {N_USERS} users equal to one worker's byte for byte, 0 unanswered")
+
+
+def test_a_deleted_local_store_is_rebuilt_from_the_changelog(settings, capsys):
+    base = fresh_topics(settings, "restore", partitions=2, online_learning=False, catalog_stage=False,
+                        publish_item_vectors=False, session_timeout_ms=2000)
+    kw = _kw(base, "run")
+    s = Settings(**kw)
+    events = synthetic_events(20, 10)
+    delivered = _produce_paced(base, events, rate=10_000)
+    ends = _ends(delivered)
+    state_dir = Path(kw["state_dir"]).parent / "state-w"
+    w = start(_worker_kw(kw, "w"))
+    try:
+        wait_for(lambda: _done(s, s.group_id, ends), 60, "the worker never reached the end")
+    finally:
+        assert w.stop() == 0
+    before = _local_state(state_dir)
+    assert len(before) == 20
+    shutil.rmtree(state_dir)
+    started = time.monotonic()
+    w = start(_worker_kw(kw, "w"))
+    restored_s = time.monotonic() - started
+    assert w.ready.is_set()
+    assert w.stop() == 0
+    assert _local_state(state_dir) == before
+    with capsys.disabled():
+        print(f"\n[restore] 20 users rebuilt from the changelog after the local store was deleted;"
+              f" ready {restored_s:.1f} s after start")
