@@ -13,7 +13,7 @@ from streams.bench.measure import run_mode
 from streams.bench.options import BASELINE_REPEAT, BenchOptions, ModeResult
 from streams.bench.workload import workload
 
-__all__ = ["machine", "run_bench"]
+__all__ = ["machine", "run_bench", "run_fleet_bench"]
 
 
 def machine() -> dict[str, Any]:
@@ -74,6 +74,31 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         if broker is not None:
             broker.stop()
     return _report(results, opts, source, len(users), len(catalogue), ckpt)
+
+
+def run_fleet_bench(opts: BenchOptions, sizes: list[int]) -> dict[str, Any]:
+    """The full worker as fleets of ``sizes`` processes (streams/bench/fleet.py), on one workload."""
+    from streams.bench.fleet import run_fleet
+    from streams.broker import EmbeddedBroker
+
+    shutil.rmtree(opts.workdir, ignore_errors=True)
+    opts.workdir.mkdir(parents=True)
+    users, items, catalogue = workload(opts)
+    ckpt = _checkpoint(opts, catalogue)
+    broker = None if opts.bootstrap else EmbeddedBroker()
+    try:
+        if broker is not None:
+            broker.start()
+        bootstrap = opts.bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
+        report = run_fleet(sizes, opts, bootstrap, ckpt, users, items)
+    finally:
+        if broker is not None:
+            broker.stop()
+    source = str(opts.data) if opts.data else f"synthetic ({opts.users:,} users, {opts.items:,} items)"
+    report["machine"] = machine()
+    report["workload"] = {"source": source, "events": len(users), "catalogue": len(catalogue),
+                          "batch_max_events": opts.batch_max_events, "online_learning": opts.online_learning}
+    return report
 
 
 def _report(

@@ -35,6 +35,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.restore_users:
         return _restore(args.restore_users, args.bootstrap, args.report)
+    if args.workers:
+        return _fleet(opts, args.workers, args.report)
     if args.scaling:
         scaling = run_scaling(opts, args.scaling)
         write_report(scaling, args.scaling.with_suffix(".json"))
@@ -65,6 +67,21 @@ def _restore(users: int, bootstrap: str | None, report: Path | None) -> int:
           f"empty store: {r['seconds']:.2f} s, {r['seconds_per_100k_users']:.2f} s per 100k users")
     if report:
         write_report({"restore": r}, report)
+    return 0
+
+
+def _fleet(opts: Any, flag: str, report: Path | None) -> int:
+    from streams.bench import write_report
+    from streams.bench.run import run_fleet_bench
+
+    sizes = [int(n) for n in flag.split(",") if n.strip()]
+    out = run_fleet_bench(opts, sizes)
+    for r in out["fleet"]:
+        ratio = f", {r['ratio_to_one']:.2f}x one worker" if "ratio_to_one" in r else ""
+        print(f"{r['workers']} worker process(es), {r['partitions']} partitions: {r['events']:,} events in "
+              f"{r['seconds']:.1f} s, {r['events_per_s']:,.0f} events/s{ratio}")
+    if report:
+        write_report(out, report)
     return 0
 
 
@@ -135,6 +152,11 @@ def _add_run_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         "--topk-items",
         default="",
         help="also time exact top-10 for 256 users over these catalogue sizes, e.g. 1000,1000000",
+    )
+    bb.add_argument(
+        "--workers",
+        default="",
+        help="instead: the full worker as fleets of these many processes in one group, e.g. 1,2",
     )
     bb.add_argument(
         "--restore-users",
