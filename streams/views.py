@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from engine.fold.users import user_partition_name
 from engine.state.codec import UserState, decode_user
 from schemas import SchemaError, check_id
 from streams.config import Settings
@@ -100,13 +101,17 @@ class Views:
         }
 
     def _find(self, user_id: str) -> tuple[int, UserState] | None:
-        """The user's state in the partitions this worker holds (it opens no store)."""
+        """The user's state in the partitions this worker holds now (it opens no store; a partition
+        that moved to another worker stays on disk here as a checkpoint, and is not read)."""
         key = user_id.encode("utf-8")
         store = self.engine.store
-        for name in store.open_partitions("users-"):
+        for p in sorted(self.worker.owned):
+            name = user_partition_name(p)
+            if name not in store.open_partitions(name):
+                continue
             raw = store.partition(name).get(key)
             if raw is not None:
-                return int(name.rsplit("-", 1)[1]), decode_user(raw)
+                return p, decode_user(raw)
         return None
 
 

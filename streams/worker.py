@@ -42,7 +42,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from engine.fold.users import SourcedEvent
+from engine.fold.users import SourcedEvent, user_partition_name
 from engine.hooks import FoldHooks, NullHooks, StageClock
 from engine.pipeline import Pipeline, StageFailed
 from engine.state.codec import decode_user
@@ -155,6 +155,10 @@ class Worker:
         )
         clients = {"error_cb": self.watch.on_error, "logger": kafka_logger()}
         self._consumer = Consumer(settings.consumer_conf(**clients))
+        # Deletion requests: `tide forget` writes one to every partition of the deletions topic, and
+        # the owner of input partition p reads deletions partition p (assigned with it), so the worker
+        # holding a user's state sees each request once, and the next owner resumes where it stopped.
+        self._deletions = Consumer(settings.consumer_conf(f"{settings.group_id}-deletions", **clients))
         self._producer = Producer(settings.producer_conf(
             **clients, **{"transactional.id": settings.transactional_id(),
                           "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS}
@@ -229,6 +233,7 @@ class Worker:
             committed = self._committed(consumer, mine)
             for p in mine:
                 self._restore(p, committed[p])
+            self._deletions.incremental_assign([TopicPartition(self.topics.user_deletions, p) for p in mine])
         self._joining_since = None
         self.ready.set()
 
@@ -240,6 +245,9 @@ class Worker:
             if tp.topic == self.topics.interactions:
                 self.owned.discard(tp.partition)
                 self._expiry.release(tp.partition)
+                self._deletions.incremental_unassign(
+                    [TopicPartition(self.topics.user_deletions, tp.partition)]
+                )
         if not self.owned:
             self._joining_since = time.monotonic()
             self.ready.clear()  # /health says "assigned": false until the next assignment
@@ -320,7 +328,7 @@ class Worker:
         # fences a former self with the same transactional.id and aborts what it left open
         self._producer.init_transactions(self._timeout())
         self._consumer.subscribe(
-            [self.topics.interactions, self.topics.user_deletions],
+            [self.topics.interactions],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
@@ -333,6 +341,8 @@ class Worker:
                 self._check_group()
                 clock = StageClock()
                 msgs = next_batch(self._consumer, s.batch_max_events, IDLE_WAIT_S)
+                if self.owned:
+                    msgs += self._deletions.consume(num_messages=s.batch_max_events, timeout=0)
                 clock.lap("consume")  # with, when idle, the wait for input
                 if msgs:
                     self._process(msgs, clock)
@@ -375,7 +385,11 @@ class Worker:
         if deletions:
             self._forget(deletions)
             clock.lap("forget")
-        self._commit(offsets)
+        deleted = self.topics.user_deletions
+        self._commit({tp: o for tp, o in offsets.items() if tp[0] != deleted})
+        done = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items() if t == deleted]
+        if done:  # after the erasures they asked for: a request replayed finds nothing more to erase
+            self._deletions.commit(offsets=done, asynchronous=False)
         clock.lap("commit")
         crash_point("committed")
         self._messages.clear()
@@ -387,12 +401,12 @@ class Worker:
 
     def _decode(
         self, msgs: list[Message]
-    ) -> tuple[list[SourcedEvent], list[str], dict[tuple[str, int], int]]:
+    ) -> tuple[list[SourcedEvent], list[tuple[int, str]], dict[tuple[str, int], int]]:
         """The batch's valid interactions, the users whose deletion it requests, and the last offset
         of each topic partition in it; every invalid record is dead-lettered."""
         interactions, deletions_topic = self.topics.interactions, self.topics.user_deletions
         events: list[SourcedEvent] = []
-        deletions: list[str] = []
+        deletions: list[tuple[int, str]] = []  # (partition, user)
         offsets: dict[tuple[str, int], int] = {}
         now = time.time()
         self._new_items.clear()
@@ -409,7 +423,7 @@ class Worker:
             offsets[(topic, partition)] = offset
             try:
                 if topic == deletions_topic:
-                    deletions.append(_deletion(m.key()))
+                    deletions.append((partition, _deletion(m.key())))
                     continue
                 ev = decode_interaction(m.value(), self.limits, now)
                 check_key(ev, m.key())
@@ -506,17 +520,24 @@ class Worker:
         for rec in recs:
             self._produce(topic, rec.to_json(), rec.user_id.encode("utf-8"))
 
-    def _forget(self, users: list[str]) -> None:
-        """Erase the users named by deletion requests and tell downstream: a tombstone (null value)
-        keyed by the user on the recommendations topic and on the changelog, for each user whose
-        state is here. The local erasure follows the transaction's commit (were it lost, the request
+    def _forget(self, requests: list[tuple[int, str]]) -> None:
+        """Erase the users named by deletion requests (read from deletions partition p: the users of
+        input partition p) and tell downstream: a tombstone (null value) keyed by the user on the
+        recommendations topic and on the changelog. Copies left here by a partition that moved away
+        are erased too. The local erasure follows the transaction's commit (were it lost, the request
         replays and finds the users again)."""
+        users = list(dict.fromkeys(u for _, u in requests))
+        asked = {(user_partition_name(p), u.encode("utf-8")) for p, u in requests}
         present = present_users(self.engine.store, users)
-        found = {k for keys in present.values() for k in keys}
+        found: set[bytes] = set()
         for name, keys in present.items():
             p = int(name.rsplit("-", 1)[1])
-            if p in self.owned:
-                self.changelog.tombstones(p, keys)
+            if p not in self.owned:
+                continue
+            mine = [k for k in keys if (name, k) in asked]
+            present[name] = mine
+            self.changelog.tombstones(p, mine)
+            found.update(mine)
         for key in found:
             self._produce(self.topics.recommendations, None, key)
         self._after_commit.append(lambda: erase_users(self.engine.store, present))
@@ -679,6 +700,7 @@ class Worker:
         except (KafkaException, BrokerUnavailable, _Stopping) as exc:
             logger.info("final commit: %s", exc)
         self._consumer.close()
+        self._deletions.close()
         logger.info(
             "worker stopped: consumed %d, folded %d, skipped %d, dead letters %d, recommendations %d",
             self.stats.consumed, self.stats.folded, self.stats.skipped, self.stats.dead_letters,

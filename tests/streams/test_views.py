@@ -22,9 +22,10 @@ AT_OUT_OF_RANGE = "at must be finite epoch seconds, not negative and at most ten
 run = asyncio.run
 
 
-class _Worker:  # the one thing the views ask of the hot path
+class _Worker:  # what the views ask of the hot path: its health and the partitions it holds
     def __init__(self) -> None:
         self.status = "ok"
+        self.owned = {0, 1}
 
     def health(self) -> dict:
         return {"status": self.status, "assigned": True}
@@ -78,6 +79,12 @@ def test_user_answers_the_stored_state_and_where_it_lives(views):
     )
     status, body = run(views.user("用户-42 🎵"))
     assert (status, body["partition"], body["last_applied_offset"], body["interest_norm"]) == (200, 0, 7, 0.0)
+
+
+def test_a_partition_that_moved_away_is_not_read(views):
+    views.worker.owned = {0}  # partition 1 went to another worker; its state stays here as a checkpoint
+    assert run(views.user("alice"))[0] == 404
+    assert run(views.user("用户-42 🎵"))[0] == 200
 
 
 def test_user_unknown_is_404_and_a_bad_id_is_400(views):
