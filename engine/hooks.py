@@ -79,6 +79,10 @@ class FoldHooks(Protocol):
     def on_broker(self, reachable: bool) -> None:
         """The cluster became reachable or unreachable."""
 
+    def on_item_staleness(self, seconds: float) -> None:
+        """With the shared item stage: a batch of item state was applied here ``seconds`` after the
+        oldest of its updates was produced (how far the item side is behind the users' events)."""
+
     def on_restore(self, partition: int, n_records: int, seconds: float) -> None:
         """Partition ``partition``'s user state was restored from its changelog on assignment:
         ``n_records`` records read in ``seconds``."""
@@ -133,6 +137,9 @@ class NullHooks:
         pass
 
     def on_restore(self, partition: int, n_records: int, seconds: float) -> None:
+        pass
+
+    def on_item_staleness(self, seconds: float) -> None:
         pass
 
     def on_users_removed(self, reason: str, n: int) -> None:

@@ -44,6 +44,7 @@ from engine.fold.users import user_partition_name
 from engine.state.codec import StateFormatError, user_source
 from engine.state.store import StateStore, _Batch, new_transaction
 from streams.config import Settings
+from streams.liveness import BrokerUnavailable
 
 __all__ = ["META", "Restored", "UserChangelog"]
 
@@ -145,6 +146,12 @@ class UserChangelog:
         last = checkpoint if checkpoint is not None else -1
         gone: list[bytes] = []
         try:
+            topic = consumer.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
+            if topic is None or topic.error is not None or partition not in topic.partitions:
+                raise BrokerUnavailable(
+                    f"the changelog topic {self.topic} has no partition {partition}: create the topics with"
+                    " `tide topics` (TIDE_PARTITIONS as for the interactions); was the broker replaced?"
+                )
             consumer.assign([TopicPartition(
                 self.topic, partition, checkpoint + 1 if checkpoint is not None else OFFSET_BEGINNING
             )])
@@ -153,7 +160,7 @@ class UserChangelog:
             done = False
             while not done:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(
+                    raise BrokerUnavailable(
                         f"restoring {self.topic}[{partition}]: the end not reached in {timeout_s:g} s"
                         f" ({read} records read)"
                     )
@@ -163,11 +170,6 @@ class UserChangelog:
                         if err.code() == KafkaError._PARTITION_EOF:
                             done = True
                             break
-                        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                            raise RuntimeError(
-                                f"the changelog topic {self.topic} has no partition {partition}: create"
-                                " the topics with `tide topics` (TIDE_PARTITIONS as for the interactions)"
-                            )
                         logger.warning("restoring %s[%d]: %s", self.topic, partition, err)
                         continue
                     read += 1

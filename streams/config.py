@@ -57,7 +57,11 @@ class Topics(BaseSettings):
     )
     item_updates: str = Field(
         default="tide.item-updates",
-        description="item updates, for an item stage of its own (docs/architecture.md)",
+        description="each event's user side, for the shared item stage (`TIDE_ITEM_STAGE=shared`)",
+    )
+    item_state: str = Field(
+        default="tide.item-state",
+        description="what the shared item stage publishes for every worker's item table (compacted)",
     )
     item_vectors: str = Field(default="tide.item-vectors", description="output: changed item vectors")
     items: str = Field(default="tide.items", description="input: the catalogue (item text and attributes)")
@@ -151,6 +155,11 @@ class Settings(BaseSettings):
         description="address of the web views and `/metrics` (unauthenticated: loopback by default)",
     )
     web_port: int = Field(default=6066, description="port of the web views and `/metrics`")
+    item_stage: Literal["local", "shared"] = Field(
+        default="local",
+        description="`local`: each worker folds the item side of its own partitions; `shared`: one item"
+        " stage for the fleet (streams/item_stage.py)",
+    )
     publish_item_vectors: bool = Field(
         default=True, description="publish changed item vectors to their topic"
     )

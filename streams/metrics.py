@@ -47,6 +47,7 @@ METRIC_NAMES = (
     "tide_users_removed_total",
     "tide_state_restored_records_total",
     "tide_state_restore_seconds",
+    "tide_item_staleness_seconds",
 )
 
 
@@ -163,6 +164,11 @@ class Metrics:
             "Seconds a partition's user-state restore took, from assignment to resume.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=registry,
         )
+        self.item_staleness = Histogram(
+            "tide_item_staleness_seconds",
+            "Shared item stage: seconds from an item update's produce to its state applied in this worker.",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )
         for kind in KAFKA_ERROR_KINDS:
             self.kafka_errors.labels(kind)
         for reason in ("expired", "deleted"):
@@ -239,6 +245,9 @@ class Metrics:
 
     def on_users_removed(self, reason: str, n: int) -> None:
         self.users_removed.labels(reason).inc(n)
+
+    def on_item_staleness(self, seconds: float) -> None:
+        self.item_staleness.observe(seconds)
 
     def on_restore(self, partition: int, n_records: int, seconds: float) -> None:
         self.restored_records.inc(n_records)

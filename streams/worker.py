@@ -42,6 +42,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from engine.fold.items import ItemStage
 from engine.fold.users import SourcedEvent, user_partition_name
 from engine.hooks import FoldHooks, NullHooks, StageClock
 from engine.pipeline import Pipeline, StageFailed
@@ -62,9 +63,10 @@ from streams.catalog_stage import CatalogStage
 from streams.changelog import UserChangelog
 from streams.config import Settings
 from streams.faults import crash_point
+from streams.item_stage import ItemStageRunner, ItemStateFollower, ItemUpdateSink
 from streams.liveness import BrokerUnavailable, BrokerWatch, OncePerInterval, kafka_logger
 from streams.memory import return_free_memory
-from streams.runtime import Engine
+from streams.runtime import Engine, resolve_checkpoint
 
 __all__ = ["FOLD_FAILURES_BEFORE_STOP", "IDLE_WAIT_S", "EngineFault", "Worker", "WorkerStats", "next_batch"]
 
@@ -136,8 +138,22 @@ class Worker:
         self.settings = settings
         self.engine = engine
         self.hooks = hooks or NullHooks()
+        self.follower: ItemStateFollower | None = None
+        self.item_stage: ItemStageRunner | None = None
+        items: ItemStage = engine.items
+        if settings.item_stage == "shared":  # streams/item_stage.py
+            items = ItemUpdateSink(
+                engine.users.model, engine.items.table, settings.topics.item_updates,
+                lambda topic, value, key: self._produce(topic, value, key),
+            )
+            self.follower = ItemStateFollower(
+                settings, engine.items, engine.lock, self.hooks.on_item_staleness
+            )
+            self.item_stage = ItemStageRunner(
+                settings, resolve_checkpoint(settings), engine.device, settings.transactional_id()
+            )
         self.pipeline = pipeline or Pipeline(
-            engine.users, engine.items, engine.learner, lock=engine.lock, hooks=self.hooks, step=crash_point
+            engine.users, items, engine.learner, lock=engine.lock, hooks=self.hooks, step=crash_point
         )
         self.topics = settings.topics
         self.limits = settings.limits()
@@ -327,6 +343,9 @@ class Worker:
         self._joining_since = time.monotonic()
         # fences a former self with the same transactional.id and aborts what it left open
         self._producer.init_transactions(self._timeout())
+        if self.follower is not None and self.item_stage is not None:
+            self.follower.catch_up(self._timeout())  # the fleet's item side, before serving
+            self.item_stage.start()
         self._consumer.subscribe(
             [self.topics.interactions],
             on_assign=self._on_assign,
@@ -340,6 +359,8 @@ class Worker:
                 self.watch.check(self._admin)
                 self._check_group()
                 clock = StageClock()
+                if self.follower is not None:
+                    self.follower.poll()
                 msgs = next_batch(self._consumer, s.batch_max_events, IDLE_WAIT_S)
                 if self.owned:
                     msgs += self._deletions.consume(num_messages=s.batch_max_events, timeout=0)
@@ -687,6 +708,10 @@ class Worker:
     def _close(self, commit: bool) -> None:
         if self.catalog is not None:
             self.catalog.stop()
+        if self.item_stage is not None:
+            self.item_stage.stop()
+        if self.follower is not None:
+            self.follower.close()
         self.pipeline.close()  # a learning step in flight lands in the model the web reads
         reachable = self.watch.reachable
         try:
@@ -699,8 +724,11 @@ class Worker:
                 self._producer.abort_transaction(1)
         except (KafkaException, BrokerUnavailable, _Stopping) as exc:
             logger.info("final commit: %s", exc)
-        self._consumer.close()
-        self._deletions.close()
+        for consumer in (self._consumer, self._deletions):
+            try:
+                consumer.close()
+            except (KafkaException, KafkaError) as exc:  # an assignment a failed rebalance left half done
+                logger.info("closing a consumer: %s", exc)
         logger.info(
             "worker stopped: consumed %d, folded %d, skipped %d, dead letters %d, recommendations %d",
             self.stats.consumed, self.stats.folded, self.stats.skipped, self.stats.dead_letters,

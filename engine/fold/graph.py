@@ -46,6 +46,7 @@ class ItemGraph:
         self._window: list[np.ndarray] = []  # transitions since the last snapshot, [2, n] per batch
         self._trending: tuple[tuple[int, torch.device], Tensor] | None = None
         self.events_since_snapshot = 0
+        self.clock = 0  # events observed: popularity decays by one step per event
 
     def grow(self, n_items: int) -> None:
         if n_items > len(self.trend):
@@ -65,6 +66,7 @@ class ItemGraph:
         Returns the source rows whose transition row changed."""
         self.grow(int(rows.max()) + 1 if len(rows) else 0)
         self._trending = None
+        self.clock += len(rows)
         self.trend *= self._decay[None, :] ** len(rows)
         # within the batch, later events decay earlier ones by the events between them
         ages = len(rows) - 1 - np.arange(len(rows))
@@ -94,6 +96,20 @@ class ItemGraph:
                 self._dense[j] = 0.0
                 self._dense[j, torch.tensor(list(row), dtype=torch.long)] = torch.tensor(list(row.values()))
         return changed
+
+    def advance_clock(self, clock: int) -> None:
+        """Decay every item's popularity to event clock ``clock`` (a later one than its own)."""
+        if clock > self.clock:
+            self.trend *= self._decay[None, :] ** (clock - self.clock)
+            self.clock = clock
+            self._trending = None
+
+    def set_trend(self, row: int, trend: np.ndarray, clock: int) -> None:
+        """Set one item's popularity, given as it was at event clock ``clock``."""
+        self.advance_clock(clock)
+        self.grow(row + 1)
+        self.trend[row] = trend * self._decay ** (self.clock - clock)
+        self._trending = None
 
     def transition_pairs(
         self, recent_rows: np.ndarray, n_items: int, device: torch.device
@@ -180,8 +196,8 @@ class ItemGraph:
             row[row_of(raw[pos : pos + ln].decode("utf-8"))] = c
             pos += ln
         self.out[j] = row
-        if row:
-            self.grow(max(j, *row) + 1)
+        self.grow(max(j, *row) + 1 if row else j + 1)
         if self._dense is not None:
+            self._dense[j] = 0.0  # the row as published: entries cut since are gone
             for i, c in row.items():
                 self._dense[j, i] = c

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,8 @@ _WATERMARK = b"\x00wm/"  # + partition as decimal; cannot collide with a utf-8 i
 _ITEM = b"i/"
 _TRANSITIONS = b"t/"  # + item id: that item's outgoing transition row
 _GRAPH_STATE = b"\x00graph"  # the snapshot model's item states: u32 n, then n × (u8 len + id, f16[d])
+_TREND = b"r/"  # + item id: u64 the graph's event clock, then f64[H] the item's decayed counts at it
+_CLOCK = b"\x00clock"  # u64 the graph's event clock (events folded): popularity decays with it
 
 
 @dataclass
@@ -60,38 +63,46 @@ class ItemStage:
         self.store = store
         self.watermarks: dict[int, int] = {}
         self._pending: _Batch | None = None  # item state changed by folds, not yet written
+        self._trend_rows: set[int] = set()  # rows whose popularity changed since the last take_records
         if store is not None:
-            self._restore(store)
+            n = self.apply(store.items())
+            logger.info("item stage restored %d items, watermarks %s", n, self.watermarks)
 
-    def _restore(self, store: PartitionStore) -> None:
-        n = 0
+    def apply(self, records: Iterable[tuple[bytes, bytes]]) -> int:
+        """Set the item state these records (as :meth:`take_writes` and :meth:`take_records` write
+        them, in order) hold: memories, times, counts, transition rows, popularity, watermarks.
+        Returns how many item memories were set."""
+        table, graph = self.table, self.table.graph
         rows, mems = [], []
         transitions: list[tuple[str, bytes]] = []
         graph_state: bytes | None = None
-        for key, value in store.items():
+        for key, value in records:
             if key == _GRAPH_STATE:
                 graph_state = value
+            elif key == _CLOCK:
+                graph.advance_clock(struct.unpack("<Q", value)[0])
             elif key.startswith(_WATERMARK):
                 self.watermarks[int(key[len(_WATERMARK) :])] = struct.unpack("<q", value)[0]
             elif key.startswith(_TRANSITIONS):
                 transitions.append((key[len(_TRANSITIONS) :].decode("utf-8"), value))
+            elif key.startswith(_TREND):
+                (clock,) = struct.unpack_from("<Q", value, 0)
+                trend = np.frombuffer(value, "<f8", graph.trend.shape[1], 8)
+                graph.set_trend(table.row(key[len(_TREND) :].decode("utf-8")), trend, clock)
             elif key.startswith(_ITEM):
                 s = decode_item_state(value)
-                r = self.table.row(key[len(_ITEM) :].decode("utf-8"))
+                r = table.row(key[len(_ITEM) :].decode("utf-8"))
                 rows.append(r)
                 mems.append(torch.from_numpy(s.memory))
-                self.table.last_t[r] = s.last_t
-                self.table.count[r] = s.count
-                n += 1
+                table.last_t[r] = s.last_t
+                table.count[r] = s.count
         for item_id, raw in transitions:
-            self.table.graph.decode_row(self.table.row(item_id), raw, self.table.row)
+            graph.decode_row(table.row(item_id), raw, table.row)
         if graph_state is not None:
             self._decode_graph_state(graph_state)
         if rows:
-            self.table.set_memory(
-                torch.tensor(rows, device=self.table.device), torch.stack(mems).to(self.table.device)
-            )
-        logger.info("item stage restored %d items, watermarks %s", n, self.watermarks)
+            table.set_memory(torch.tensor(rows, device=table.device), torch.stack(mems).to(table.device))
+        return len(rows)
 
     @torch.no_grad()
     def fold(self, up: ItemUpdates) -> list[int]:
@@ -128,6 +139,7 @@ class ItemStage:
             if o > self.watermarks.get(int(p), -1):
                 self.watermarks[int(p)] = int(o)
         changed = uniq.tolist()
+        self._trend_rows.update(changed)
         transitions_changed = table.graph.observe(up.prev_rows[keep], rows)
         cfg = self.model.cfg
         snapshot = cfg.use_graph_snapshots and table.graph.events_since_snapshot >= cfg.snapshot_every
@@ -143,6 +155,21 @@ class ItemStage:
             return []
         tx, self._pending = self._pending, None
         return [(self.store, tx)]
+
+    def take_records(self) -> list[tuple[bytes, bytes]]:
+        """What the folds since the last call changed, as records for the item-state topic that every
+        worker reads (streams/item_stage.py): the state :meth:`take_writes` holds, then the event
+        clock and the changed items' popularity at it (:meth:`apply` reads them back)."""
+        ops = [(k, v) for _, tx in self.take_writes() for k, v in tx.ops if v is not None]
+        graph = self.table.graph
+        ops.append((_CLOCK, struct.pack("<Q", graph.clock)))
+        for r in sorted(self._trend_rows):
+            ops.append((
+                _TREND + self.table.ids[r].encode("utf-8"),
+                struct.pack("<Q", graph.clock) + graph.trend[r].astype("<f8").tobytes(),
+            ))
+        self._trend_rows.clear()
+        return ops
 
     def commit(self) -> None:
         """Write what :meth:`take_writes` would return, on its own."""

@@ -36,7 +36,8 @@ import numpy as np
 
 __all__ = [
     "ItemState", "StateFormatError", "UserState", "decode_catalog_entry", "decode_item_state", "decode_user",
-    "encode_catalog_entry", "encode_item_state", "encode_user", "user_last_t", "user_source",
+    "decode_item_updates", "encode_catalog_entry", "encode_item_state", "encode_item_update", "encode_user",
+    "user_last_t", "user_source",
 ]
 
 USER_FORMAT = 4
@@ -238,6 +239,46 @@ def decode_item_state(b: bytes) -> ItemState:
         raise StateFormatError(f"unknown item state format {b[:1]!r}")
     _, dim, last_t, count = _ITEM_HEAD.unpack_from(b, 0)
     return ItemState(np.frombuffer(b, "<f4", dim, _ITEM_HEAD.size).copy(), last_t, count)
+
+
+# Item update (one event's user side, for the item stage), format 1: u8 version | u16 dim | i32 source
+# partition | i64 source offset | f64 time | u8 event type | f32 weight | u8 len + item id | u8 len +
+# previous item id (0: none) | f32[dim] the user's memory just before the event
+ITEM_UPDATE_FORMAT = 1
+_UPDATE_HEAD = struct.Struct("<BHiqdBf")
+
+
+def encode_item_update(
+    item: str, prev: str | None, user_vec: np.ndarray, t: float, event_type: int, weight: float,
+    partition: int, offset: int,
+) -> bytes:
+    return b"".join([
+        _UPDATE_HEAD.pack(ITEM_UPDATE_FORMAT, user_vec.shape[0], partition, offset, t, event_type, weight),
+        _short(item), _short(prev) if prev is not None else b"\x00",
+        np.ascontiguousarray(user_vec, dtype="<f4").tobytes(),
+    ])
+
+
+def decode_item_updates(values: list[bytes]) -> tuple[list[str], list[str | None], np.ndarray, np.ndarray]:
+    """Item updates as (items, previous items, user vectors ``[B, d]``, columns ``[B, 5]``: partition,
+    offset, time, event type, weight)."""
+    items: list[str] = []
+    prevs: list[str | None] = []
+    vecs, cols = [], []
+    for b in values:
+        if not b or b[0] != ITEM_UPDATE_FORMAT:
+            raise StateFormatError(f"unknown item update format {b[:1]!r}")
+        _, dim, partition, offset, t, etype, weight = _UPDATE_HEAD.unpack_from(b, 0)
+        pos = _UPDATE_HEAD.size
+        n = b[pos]
+        items.append(b[pos + 1 : pos + 1 + n].decode("utf-8"))
+        pos += 1 + n
+        n = b[pos]
+        prevs.append(b[pos + 1 : pos + 1 + n].decode("utf-8") if n else None)
+        pos += 1 + n
+        vecs.append(np.frombuffer(b, "<f4", dim, pos))
+        cols.append((partition, offset, t, etype, weight))
+    return items, prevs, np.array(vecs, np.float32).reshape(len(values), -1), np.array(cols, np.float64)
 
 
 # Catalogue entry, format 1: u8 version | 8 bytes text digest | u16 text dim (0: no vector)

@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from streams.bench.measure import _Child, _settings_kw
 from streams.bench.options import BenchOptions
 from streams.bench.workload import backlog_records
@@ -59,12 +61,16 @@ def _fleet_size(
         seconds = time.perf_counter() - t0
         folded = sum(c.counter.value for c in children)
     finally:
-        for c in children:
-            c.finish()
+        outs = [c.finish() for c in children]
     if folded < len(users):
         raise RuntimeError(f"{n} workers folded {folded} of {len(users)} events")
-    return {"workers": n, "partitions": partitions, "events": len(users), "seconds": seconds,
-            "events_per_s": len(users) / seconds}
+    out = {"workers": n, "partitions": partitions, "events": len(users), "seconds": seconds,
+           "events_per_s": len(users) / seconds, "item_stage": opts.item_stage}
+    stale = np.array([s for o in outs for s in o.get("item_staleness_s", [])])
+    if len(stale):
+        out["item_staleness_ms"] = {"p50": 1000 * float(np.quantile(stale, 0.5)),
+                                    "p99": 1000 * float(np.quantile(stale, 0.99)), "n": len(stale)}
+    return out
 
 
 def run_fleet(

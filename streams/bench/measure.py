@@ -88,6 +88,7 @@ def _settings_kw(tag: str, opts: BenchOptions, bootstrap: str, ckpt: Path) -> di
         "top_k": opts.top_k,
         "online_learning": opts.online_learning,
         "device": opts.device,
+        "item_stage": opts.item_stage,
     }
 
 

@@ -82,6 +82,10 @@ class _Counting(NullHooks):
     def __init__(self, counter: Any, timeline: Timeline, events: int) -> None:
         self.counter, self.timeline, self.events = counter, timeline, events
         self.stages: dict[str, float] = {}
+        self.item_staleness_s: list[float] = []
+
+    def on_item_staleness(self, seconds: float) -> None:
+        self.item_staleness_s.append(seconds)
 
     def on_batch(self, n_events: int, seconds: float) -> None:
         with self.counter.get_lock():
@@ -116,7 +120,10 @@ def _worker(
     stop.wait()
     worker.stop()
     thread.join(30)
-    out: dict[str, Any] = {"device": str(engine.device), "stage_seconds": hooks.stages}
+    out: dict[str, Any] = {
+        "device": str(engine.device), "stage_seconds": hooks.stages,
+        "item_staleness_s": hooks.item_staleness_s,
+    }
     if engine.learner is not None and not noop:  # learning in the background must keep up, not silently lag
         out["online"] = {"steps": engine.learner.steps, "examples_waiting": engine.learner.examples_waiting}
     if not noop:

@@ -36,6 +36,7 @@ class BenchOptions:
     top_k: int = 10
     online_learning: bool = True
     device: str = "auto"
+    item_stage: str = "local"  # the workers' TIDE_ITEM_STAGE
     workdir: Path = Path(".tide/bench")
     seed: int = 0
 

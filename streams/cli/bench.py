@@ -32,6 +32,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         online_learning=not args.no_online,
         device=args.device,
         workdir=args.workdir,
+        item_stage=args.item_stage,
     )
     if args.restore_users:
         return _restore(args.restore_users, args.bootstrap, args.report)
@@ -78,8 +79,11 @@ def _fleet(opts: Any, flag: str, report: Path | None) -> int:
     out = run_fleet_bench(opts, sizes)
     for r in out["fleet"]:
         ratio = f", {r['ratio_to_one']:.2f}x one worker" if "ratio_to_one" in r else ""
-        print(f"{r['workers']} worker process(es), {r['partitions']} partitions: {r['events']:,} events in "
-              f"{r['seconds']:.1f} s, {r['events_per_s']:,.0f} events/s{ratio}")
+        stale = r.get("item_staleness_ms")
+        lag = f"; item side behind by p50 {stale['p50']:.0f} ms, p99 {stale['p99']:.0f} ms" if stale else ""
+        print(f"{r['workers']} worker process(es), {r['partitions']} partitions, item stage "
+              f"{r['item_stage']}: {r['events']:,} events in {r['seconds']:.1f} s, "
+              f"{r['events_per_s']:,.0f} events/s{ratio}{lag}")
     if report:
         write_report(out, report)
     return 0
@@ -146,6 +150,10 @@ def _add_run_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     bb.add_argument("--top-k", type=int, default=d["top_k"])
     bb.add_argument("--no-online", action="store_true", help="turn online learning off in the engine")
     bb.add_argument("--device", default=d["device"], choices=DEVICES)
+    bb.add_argument(
+        "--item-stage", default=d["item_stage"], choices=("local", "shared"),
+        help="the workers' TIDE_ITEM_STAGE",
+    )
     bb.add_argument("--report", type=Path, default=None, help="also write the figures as JSON")
     bb.add_argument("--workdir", type=Path, default=d["workdir"])
     bb.add_argument(

@@ -48,6 +48,7 @@ def _get_all(app, paths: list[str], method: str = "GET") -> list[tuple[int, str,
 
 def test_every_route_answers_json_with_the_view_status(served):
     app, worker = served
+    worker.owned = {0, 1}  # as if the group had assigned it both partitions
     unicode_user = "/users/" + urllib.parse.quote("用户-42 🎵")
     answers = _get_all(app, [
         "/health",
