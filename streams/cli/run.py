@@ -1,5 +1,5 @@
-"""``tide broker``, ``topics``, ``worker``, ``replay``, ``forget``, ``soak`` and ``demo``: the commands
-that run against a broker."""
+"""``tide broker``, ``topics``, ``worker``, ``item-stage``, ``replay``, ``forget``, ``soak`` and ``demo``: the
+commands that run against a broker."""
 
 from __future__ import annotations
 
@@ -108,6 +108,28 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return run_worker(with_flags(settings, bootstrap_servers=args.bootstrap, web_port=args.web_port))
 
 
+def cmd_item_stage(args: argparse.Namespace, settings: Settings) -> int:
+    """A member of the shared item stage's group on its own (streams/item_stage.py), until SIGTERM."""
+    import signal
+    import threading
+
+    from streams.item_stage import ItemStageRunner
+    from streams.runtime import pick_device, resolve_checkpoint
+
+    settings = with_flags(settings, bootstrap_servers=args.bootstrap)
+    runner = ItemStageRunner(
+        settings, resolve_checkpoint(settings), pick_device(settings.device), settings.transactional_id()
+    )
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    runner.start()
+    while not stopped.wait(1.0) and runner.thread.is_alive():
+        pass
+    runner.stop()
+    return 0 if runner.error is None else 3
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo import DemoOptions, run_demo
 
@@ -154,6 +176,13 @@ def add_stream_commands(sub: Any, settings: Settings) -> None:
     w.add_argument("--bootstrap", default=None)
     w.add_argument("--web-port", type=int, default=None)
     w.set_defaults(func=cmd_worker)
+
+    it = sub.add_parser(
+        "item-stage",
+        help="run a member of the shared item stage alone (TIDE_ITEM_STAGE=shared workers run one too)",
+    )
+    it.add_argument("--bootstrap", default=None)
+    it.set_defaults(func=cmd_item_stage)
 
     _add_demo(sub, settings)
 
