@@ -40,7 +40,7 @@ from tests.integration.worker_process import WorkerProcess, start
 
 pytestmark = pytest.mark.integration
 
-N_USERS, PER_USER, PARTITIONS = 40, 30, 4
+N_USERS, PER_USER, PARTITIONS = 24, 20, 4
 
 
 @pytest.fixture
@@ -134,20 +134,21 @@ def test_state_moves_with_its_partition_through_joins_kills_and_restarts(
     fleet_kw, single_kw = _kw(base, "fleet"), _kw(base, "single")
     fleet, single = Settings(**fleet_kw), Settings(**single_kw)
     delivered: list = []
-    producer = threading.Thread(target=lambda: delivered.extend(_produce_paced(base, events, rate=120)))
-    producer.start()  # 1,200 events over 10 s
+    producer = threading.Thread(target=lambda: delivered.extend(_produce_paced(base, events, rate=60)))
+    producer.start()  # 480 events over 8 s
     workers: dict[str, WorkerProcess] = {}
     try:
         workers["a"] = start(_worker_kw(fleet_kw, "a"))
         workers["b"] = start(_worker_kw(fleet_kw, "b"))
         assert workers["a"].ready.is_set() and workers["b"].ready.is_set()
-        time.sleep(2)
-        workers["c"] = start(_worker_kw(fleet_kw, "c"))  # joins mid-replay
-        time.sleep(2)
+        time.sleep(1.5)
+        workers["c"] = start(_worker_kw(fleet_kw, "c"), ready_timeout_s=0.5)  # joins mid-replay
+        time.sleep(1.5)
         workers["b"].kill()  # its partitions move once its session times out
         assert workers["b"].proc.exitcode == -signal.SIGKILL
-        time.sleep(3)
-        workers["b"] = start(_worker_kw(fleet_kw, "b"))  # same name and state folder: fences its former self
+        time.sleep(2.5)
+        # the same name and state folder: it fences its former self, and joins while the replay goes on
+        workers["b"] = start(_worker_kw(fleet_kw, "b"), ready_timeout_s=0.5)
         producer.join(60)
         ends = _ends(delivered)
         wait_for(lambda: _done(fleet, fleet.group_id, ends), 120, "the fleet never reached the end")
