@@ -246,6 +246,7 @@ class Worker:
             return
         mine = [tp.partition for tp in partitions if tp.topic == self.topics.interactions]
         if mine:
+            self.watch.check(self._admin, force=True)  # a recreated or lost input topic: stop here
             committed = self._committed(consumer, mine)
             for p in mine:
                 self._restore(p, committed[p])

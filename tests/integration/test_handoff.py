@@ -99,7 +99,7 @@ def _ends(delivered: list[tuple[int, int]]) -> dict[int, int]:
 
 def _changelog_state(settings, topic: str) -> dict[bytes, bytes]:
     last: dict[bytes, bytes | None] = {}
-    for m in read_all(settings, topic):
+    for m in read_all(settings, topic, timeout_s=1.0):
         last[m.key()] = m.value()
     return {k: v for k, v in last.items() if v is not None}
 
@@ -114,7 +114,7 @@ def _local_state(state_dir: Path) -> dict[bytes, bytes]:
 
 def _unanswered(settings, topic: str, events, delivered) -> int:
     covered = set()
-    for m in read_all(settings, topic):
+    for m in read_all(settings, topic, timeout_s=1.0):
         r = json.loads(m.value())
         src = r["source"]
         offsets = range(src["first_offset"], src["offset"] + 1)
@@ -134,9 +134,10 @@ def test_state_moves_with_its_partition_through_joins_kills_and_restarts(
     fleet_kw, single_kw = _kw(base, "fleet"), _kw(base, "single")
     fleet, single = Settings(**fleet_kw), Settings(**single_kw)
     delivered: list = []
-    producer = threading.Thread(target=lambda: delivered.extend(_produce_paced(base, events, rate=60)))
-    producer.start()  # 480 events over 8 s
+    producer = threading.Thread(target=lambda: delivered.extend(_produce_paced(base, events, rate=80)))
+    producer.start()  # 480 events over 6 s
     workers: dict[str, WorkerProcess] = {}
+    solo = start(_worker_kw(single_kw, "solo"), ready_timeout_s=0.5)  # the reference, meanwhile
     try:
         workers["a"] = start(_worker_kw(fleet_kw, "a"))
         workers["b"] = start(_worker_kw(fleet_kw, "b"))
@@ -152,16 +153,13 @@ def test_state_moves_with_its_partition_through_joins_kills_and_restarts(
         producer.join(60)
         ends = _ends(delivered)
         wait_for(lambda: _done(fleet, fleet.group_id, ends), 120, "the fleet never reached the end")
+        wait_for(lambda: _done(single, single.group_id, ends), 120, "one worker never reached the end")
     finally:
         for w in workers.values():
             w.stop()
+        solo_exit = solo.stop()
+    assert solo_exit == 0
     fleet_state = _changelog_state(fleet, fleet.topics.user_state)
-
-    solo = start(_worker_kw(single_kw, "solo"))
-    try:
-        wait_for(lambda: _done(single, single.group_id, ends), 120, "one worker never reached the end")
-    finally:
-        assert solo.stop() == 0
     reference = _local_state(Path(single_kw["state_dir"]).parent / "state-solo")
 
     assert len(reference) == N_USERS
