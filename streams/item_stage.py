@@ -7,15 +7,17 @@ topics, instead of each worker folding the item side of its own partitions.
   ``tide item-stage`` runs a member alone, and every worker runs one on a thread of its own. The
   member holding the partition folds the updates (engine/fold/items.py) and publishes what changed
   (memories, times, counts, transition rows, popularity with its event clock, and its per-source
-  watermarks) to the compacted ``tide.item-state``, in a transaction with its input offsets. A member
-  newly assigned the partition first reads ``tide.item-state`` to its end: the topic is its changelog.
+  watermarks) to the compacted ``tide.item-state``, in a transaction with its input offsets (and the
+  changed item vectors to ``tide.item-vectors``, once a second at most). A member newly assigned the
+  partition first reads ``tide.item-state`` to its end: the topic is its changelog.
 - Every worker reads all of ``tide.item-state`` (assign, not subscribe) into its item table
   (:class:`ItemStateFollower`): to the end before it serves, then between its batches. After the
   stream quiesces, every worker's item table holds the same state.
 
 ``tide.item-updates`` has one partition: popularity decays with one event clock, and an item's
 transition row gathers the next items of all its users, so one member folds every update (the item
-fold costs about a tenth of the user stage's per event) and the others stand by to take over.
+fold costs about a sixth of the user stage per event: docs/performance.md) and the others stand by
+to take over.
 
 Consistency: a worker scores against the item side as of the updates the item stage has published
 and the worker has read, so the item side lags the users' events by about one micro-batch of each
@@ -42,6 +44,7 @@ from engine.fold.table import ItemTable
 from engine.state.codec import decode_item_updates, encode_item_update
 from engine.state.store import MemoryStateStore
 from models.interest import InterestModel
+from schemas import ItemVector
 from streams.config import Settings
 
 __all__ = ["ItemStageRunner", "ItemStateFollower", "ItemUpdateSink", "read_to_end"]
@@ -49,6 +52,7 @@ __all__ = ["ItemStageRunner", "ItemStateFollower", "ItemUpdateSink", "read_to_en
 logger = logging.getLogger(__name__)
 
 BATCH = 5_000  # item updates folded per transaction at most
+ITEM_VECTOR_INTERVAL_S = 1.0  # changed item vectors are published at most this often
 IDLE_WAIT_S = 0.05
 #: key of the record closing each published batch: i64 the Kafka timestamp (ms) of its oldest update,
 #: so that a worker applying it knows how far its item side is behind the users' events
@@ -173,6 +177,9 @@ class ItemStageRunner:
         self.settings = settings
         ckpt = load_checkpoint(checkpoint, device)  # a model of its own: the fold's is learned online
         self.model, self.ids, self.device = ckpt.model.eval(), ckpt.item_ids, device
+        self.version = ckpt.version
+        self._changed: set[int] = set()  # rows whose vectors are not yet published
+        self._last_publish = 0.0
         self.stage = self._fresh_stage()
         self.topics = settings.topics
         self.folded = 0
@@ -250,10 +257,12 @@ class ItemStageRunner:
             weights=cols[:, 4].astype(np.float32), partitions=cols[:, 0].astype(np.int64),
             offsets=cols[:, 1].astype(np.int64),
         )
-        self.stage.fold(updates)
+        self._changed.update(self.stage.fold(updates))
         self._producer.begin_transaction()
         for key, value in self.stage.take_records():
             self._produce(key, value)
+        if self.settings.publish_item_vectors:
+            self._publish_vectors()
         oldest = min((m.timestamp()[1] for m in msgs if m.timestamp()[1] > 0), default=None)
         if oldest is not None:
             self._produce(_PRODUCED, _MS.pack(oldest))
@@ -267,10 +276,24 @@ class ItemStageRunner:
         self._producer.commit_transaction(self._timeout())
         self.folded += len(msgs)
 
-    def _produce(self, key: bytes, value: bytes) -> None:
+    def _publish_vectors(self) -> None:
+        """The item vectors changed since the last publication, to ``tide.item-vectors``, at most once
+        per :data:`streams.worker.ITEM_VECTOR_INTERVAL_S` (the item stage is their one writer)."""
+        now = time.monotonic()
+        if not self._changed or now - self._last_publish < ITEM_VECTOR_INTERVAL_S:
+            return
+        self._last_publish = now
+        table, rows = self.stage.table, sorted(self._changed)
+        self._changed.clear()
+        stamp = time.time()
+        for r, v in zip(rows, table.vectors()[rows].cpu().tolist()):
+            iv = ItemVector(table.ids[r], tuple(v), stamp, self.version)
+            self._produce(table.ids[r].encode("utf-8"), iv.to_json(), self.topics.item_vectors)
+
+    def _produce(self, key: bytes, value: bytes, topic: str | None = None) -> None:
         while True:
             try:
-                self._producer.produce(self.topics.item_state, value, key)
+                self._producer.produce(topic or self.topics.item_state, value, key)
                 return
             except BufferError:
                 self._producer.poll(0.1)

@@ -16,8 +16,11 @@ The package: :mod:`~streams.bench.options` (what to run), :mod:`~streams.bench.w
 events and pre-written state), :mod:`~streams.bench.modes` (what runs in a mode's
 process), :mod:`~streams.bench.measure` (one mode's run, from the parent),
 :mod:`~streams.bench.run` (every mode and the report), :mod:`~streams.bench.report` (table, JSON,
-plot), :mod:`~streams.bench.topk` and :mod:`~streams.bench.scaling`. Heavy imports (torch, the
-worker, Kafka clients) wait until a bench runs, so the command line can read the defaults cheaply.
+plot), :mod:`~streams.bench.topk`, :mod:`~streams.bench.scaling`, :mod:`~streams.bench.fleet` (fleets of
+worker processes, ``--workers``), :mod:`~streams.bench.restore` (changelog restore time,
+``--restore-users``) and :mod:`~streams.bench.faust_tables` (Faust's tables for the same job).
+Heavy imports (torch, the worker, Kafka clients) wait until a bench runs, so the command line can
+read the defaults cheaply.
 """
 
 from __future__ import annotations

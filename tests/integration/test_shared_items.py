@@ -2,7 +2,8 @@
 their events' user side to one item stage, and both read its published state back.
 
 After the stream quiesces, both workers' item tables (memories, times, counts, popularity,
-transition rows) equal the item stage's own, and every event was folded into the items once.
+transition rows) equal the item stage's own, every event was folded into the items once, and the
+item stage published the vectors of every item the events touched.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.integration.conftest import fresh_topics, produce_events, start_worker, synthetic_events, wait_for
+from tests.integration.conftest import (
+    fresh_topics,
+    produce_events,
+    read_all,
+    start_worker,
+    synthetic_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +47,7 @@ def _same(a: dict, b: dict) -> bool:
 def test_two_workers_share_one_item_stage_and_end_with_the_same_item_table(settings, capsys):
     s = fresh_topics(
         settings, "shared", partitions=4, item_stage="shared", online_learning=False, catalog_stage=False,
-        publish_item_vectors=False, session_timeout_ms=2000, batch_max_events=50,
+        session_timeout_ms=2000, batch_max_events=50,
     )
     workers = []
     for name in ("a", "b"):
@@ -72,6 +80,8 @@ def test_two_workers_share_one_item_stage_and_end_with_the_same_item_table(setti
             t.join(30)
             w.engine.close()
     assert int(reference["count"].sum()) == len(events)  # every event once, on the item side too
+    vectors = {m.key().decode() for m in read_all(s, s.topics.item_vectors, timeout_s=1.5)}
+    assert vectors == {e.item_id for e in events}  # published by the item stage, its one writer
     with capsys.disabled():
         print(f"\n[shared items] {len(events)} events through 2 workers and one item stage: both item tables"
               f" equal the item stage's {settled_s:.1f} s after the first event was produced")
