@@ -79,6 +79,9 @@ class FoldHooks(Protocol):
     def on_broker(self, reachable: bool) -> None:
         """The cluster became reachable or unreachable."""
 
+    def on_model(self, version: str) -> None:
+        """The worker's model is now ``version`` (the fleet learner published it)."""
+
     def on_item_staleness(self, seconds: float) -> None:
         """With the shared item stage: a batch of item state was applied here ``seconds`` after the
         oldest of its updates was produced (how far the item side is behind the users' events)."""
@@ -140,6 +143,9 @@ class NullHooks:
         pass
 
     def on_item_staleness(self, seconds: float) -> None:
+        pass
+
+    def on_model(self, version: str) -> None:
         pass
 
     def on_users_removed(self, reason: str, n: int) -> None:

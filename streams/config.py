@@ -65,6 +65,13 @@ class Topics(BaseSettings):
     )
     item_vectors: str = Field(default="tide.item-vectors", description="output: changed item vectors")
     items: str = Field(default="tide.items", description="input: the catalogue (item text and attributes)")
+    examples: str = Field(
+        default="tide.examples",
+        description="online-learning examples, for the fleet learner (`TIDE_LEARNER=fleet`)",
+    )
+    model: str = Field(
+        default="tide.model", description="the fleet learner's published parameters and versions (compacted)"
+    )
     user_state: str = Field(
         default="tide.user-state",
         description="the users' state changelog (compacted, partitioned like the interactions)",
@@ -159,6 +166,11 @@ class Settings(BaseSettings):
         default="local",
         description="`local`: each worker folds the item side of its own partitions; `shared`: one item"
         " stage for the fleet (streams/item_stage.py)",
+    )
+    learner: Literal["local", "fleet"] = Field(
+        default="local",
+        description="`local`: each worker learns online on its own copy of the model; `fleet`: one learner"
+        " publishes versions every worker switches to (streams/learner.py; needs `TIDE_ITEM_STAGE=shared`)",
     )
     publish_item_vectors: bool = Field(
         default=True, description="publish changed item vectors to their topic"

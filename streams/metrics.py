@@ -249,6 +249,9 @@ class Metrics:
     def on_item_staleness(self, seconds: float) -> None:
         self.item_staleness.observe(seconds)
 
+    def on_model(self, version: str) -> None:
+        self.set_model(version)
+
     def on_restore(self, partition: int, n_records: int, seconds: float) -> None:
         self.restored_records.inc(n_records)
         self.restore_seconds.observe(seconds)

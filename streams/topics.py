@@ -16,6 +16,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # the shared item stage: one partition, one event clock (streams/item_stage.py)
         TopicSpec(t.item_updates, partitions=1),
         TopicSpec(t.item_state, partitions=1, compacted=True),
+        # the fleet learner: one partition, one member learning (streams/learner.py)
+        TopicSpec(t.examples, partitions=1),
+        TopicSpec(t.model, partitions=1, compacted=True),
         TopicSpec(t.item_vectors, partitions=1, compacted=True),
         TopicSpec(t.items, partitions=1, compacted=True),
         # the users' state changelog: partition p holds the state of the users of interactions partition p

@@ -43,6 +43,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from engine.fold.items import ItemStage
+from engine.fold.online import OnlineLearner
 from engine.fold.users import SourcedEvent, user_partition_name
 from engine.hooks import FoldHooks, NullHooks, StageClock
 from engine.pipeline import Pipeline, StageFailed
@@ -64,9 +65,10 @@ from streams.changelog import UserChangelog
 from streams.config import Settings
 from streams.faults import crash_point
 from streams.item_stage import ItemStageRunner, ItemStateFollower, ItemUpdateSink
+from streams.learner import ExampleSink, FleetLearner, ModelFollower
 from streams.liveness import BrokerUnavailable, BrokerWatch, OncePerInterval, kafka_logger
 from streams.memory import return_free_memory
-from streams.runtime import Engine, resolve_checkpoint
+from streams.runtime import Engine, online_config, resolve_checkpoint
 
 __all__ = ["FOLD_FAILURES_BEFORE_STOP", "IDLE_WAIT_S", "EngineFault", "Worker", "WorkerStats", "next_batch"]
 
@@ -152,8 +154,27 @@ class Worker:
             self.item_stage = ItemStageRunner(
                 settings, resolve_checkpoint(settings), engine.device, settings.transactional_id()
             )
+        learner: OnlineLearner | None = engine.learner
+        self.model_follower: ModelFollower | None = None
+        self.model_switched_at = 0.0  # monotonic time of the last switch to a fleet version
+        self.fleet_learner: FleetLearner | None = None
+        if settings.learner == "fleet":  # streams/learner.py
+            if settings.item_stage != "shared":
+                raise ValueError(
+                    "TIDE_LEARNER=fleet needs TIDE_ITEM_STAGE=shared: the learner reads the fleet's item side"
+                )
+            learner = ExampleSink(
+                engine.users.model, engine.items.table, online_config(settings), settings.topics.examples,
+                lambda topic, value, key: self._produce(topic, value, key),
+            )
+            self.model_follower = ModelFollower(
+                settings, engine.users.model, engine.items.table, engine.lock, self._switch_model
+            )
+            self.fleet_learner = FleetLearner(
+                settings, resolve_checkpoint(settings), engine.device, settings.transactional_id()
+            )
         self.pipeline = pipeline or Pipeline(
-            engine.users, items, engine.learner, lock=engine.lock, hooks=self.hooks, step=crash_point
+            engine.users, items, learner, lock=engine.lock, hooks=self.hooks, step=crash_point
         )
         self.topics = settings.topics
         self.limits = settings.limits()
@@ -314,6 +335,13 @@ class Worker:
     def _timeout(self) -> float:
         return self.settings.broker_timeout_s if self.settings.broker_timeout_s > 0 else 60.0
 
+    def _switch_model(self, version: str, steps: int) -> None:
+        """The fleet learner's ``version`` is now this worker's model (called under the engine's lock,
+        between batches): recommendations from here on name it."""
+        self.engine.users.model_version = version
+        self.model_switched_at = time.monotonic()
+        self.hooks.on_model(version)
+
     def _check_group(self) -> None:
         """A consumer that cannot (re)join its group does no work and reports no error: past the
         broker timeout, say so and stop (a group coordinator that lost its state, say)."""
@@ -347,6 +375,9 @@ class Worker:
         if self.follower is not None and self.item_stage is not None:
             self.follower.catch_up(self._timeout())  # the fleet's item side, before serving
             self.item_stage.start()
+        if self.model_follower is not None and self.fleet_learner is not None:
+            self.model_follower.catch_up(self._timeout())  # the fleet's model version, before serving
+            self.fleet_learner.start()
         self._consumer.subscribe(
             [self.topics.interactions],
             on_assign=self._on_assign,
@@ -362,6 +393,8 @@ class Worker:
                 clock = StageClock()
                 if self.follower is not None:
                     self.follower.poll()
+                if self.model_follower is not None:
+                    self.model_follower.poll()
                 msgs = next_batch(self._consumer, s.batch_max_events, IDLE_WAIT_S)
                 if self.owned:
                     msgs += self._deletions.consume(num_messages=s.batch_max_events, timeout=0)
@@ -713,6 +746,10 @@ class Worker:
             self.item_stage.stop()
         if self.follower is not None:
             self.follower.close()
+        if self.fleet_learner is not None:
+            self.fleet_learner.stop()
+        if self.model_follower is not None:
+            self.model_follower.close()
         self.pipeline.close()  # a learning step in flight lands in the model the web reads
         reachable = self.watch.reachable
         try:

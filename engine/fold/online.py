@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,6 +25,7 @@ from engine.fold.scoring import GraphInputs, graph_inputs, score_items
 
 if TYPE_CHECKING:
     from engine.fold.table import ItemTable
+    from engine.state.codec import UserState
     from models.interest import InterestModel
 
 __all__ = ["Examples", "OnlineConfig", "OnlineLearner"]
@@ -36,6 +38,9 @@ class Examples:
     user_mem: Tensor  # [E, d] memory before the event
     ctx: UserContext  # [E] the user's context just before the event, at the event's time
     targets: Tensor  # [E] the event's item row
+    # what the context was built from, for a learner in another process (streams/learner.py)
+    states: list[UserState] | None = None  # [E] the user's state just before the event
+    ts: np.ndarray | None = None  # [E] the event's time
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,12 @@ class OnlineLearner:
             else:
                 self._inflight = self._pool.submit(self._gradient, step_inputs)
         return loss
+
+    @property
+    def trained_parameters(self) -> list[tuple[str, Tensor]]:
+        """The parameters online learning changes, by name."""
+        ids = {id(p) for p in self._params}
+        return [(n, p) for n, p in self.model.named_parameters() if id(p) in ids]
 
     @property
     def in_flight(self) -> bool:

@@ -326,6 +326,8 @@ class UserStage:
                 user_mem=adv.user_before[torch.from_numpy(sel).to(dev)],
                 ctx=ctx.to(dev),
                 targets=torch.from_numpy(b.item_rows[sel]).to(dev),
+                states=[adv.example_states[j] for j in in_event_order],
+                ts=b.ts[sel],
             )
         updates = ItemUpdates(
             rows=b.item_rows,

@@ -1,5 +1,5 @@
-"""``tide broker``, ``topics``, ``worker``, ``item-stage``, ``replay``, ``forget``, ``soak`` and ``demo``: the
-commands that run against a broker."""
+"""``tide broker``, ``topics``, ``worker``, ``item-stage``, ``learner``, ``replay``, ``forget``, ``soak`` and
+``demo``: the commands that run against a broker."""
 
 from __future__ import annotations
 
@@ -110,16 +110,31 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_item_stage(args: argparse.Namespace, settings: Settings) -> int:
     """A member of the shared item stage's group on its own (streams/item_stage.py), until SIGTERM."""
-    import signal
-    import threading
-
     from streams.item_stage import ItemStageRunner
     from streams.runtime import pick_device, resolve_checkpoint
 
     settings = with_flags(settings, bootstrap_servers=args.bootstrap)
-    runner = ItemStageRunner(
+    return _run_member(ItemStageRunner(
         settings, resolve_checkpoint(settings), pick_device(settings.device), settings.transactional_id()
-    )
+    ))
+
+
+def cmd_learner(args: argparse.Namespace, settings: Settings) -> int:
+    """A member of the fleet learner's group on its own (streams/learner.py), until SIGTERM."""
+    from streams.learner import FleetLearner
+    from streams.runtime import pick_device, resolve_checkpoint
+
+    settings = with_flags(settings, bootstrap_servers=args.bootstrap)
+    return _run_member(FleetLearner(
+        settings, resolve_checkpoint(settings), pick_device(settings.device), settings.transactional_id()
+    ))
+
+
+def _run_member(runner: Any) -> int:
+    """Run a group member's thread until SIGTERM or SIGINT; exit 3 if it failed."""
+    import signal
+    import threading
+
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
@@ -183,6 +198,12 @@ def add_stream_commands(sub: Any, settings: Settings) -> None:
     )
     it.add_argument("--bootstrap", default=None)
     it.set_defaults(func=cmd_item_stage)
+
+    le = sub.add_parser(
+        "learner", help="run a member of the fleet learner alone (TIDE_LEARNER=fleet workers run one too)"
+    )
+    le.add_argument("--bootstrap", default=None)
+    le.set_defaults(func=cmd_learner)
 
     _add_demo(sub, settings)
 

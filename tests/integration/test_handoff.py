@@ -142,9 +142,9 @@ def test_state_moves_with_its_partition_through_joins_kills_and_restarts(
         workers["a"] = start(_worker_kw(fleet_kw, "a"))
         workers["b"] = start(_worker_kw(fleet_kw, "b"))
         assert workers["a"].ready.is_set() and workers["b"].ready.is_set()
-        time.sleep(1.5)
+        time.sleep(1.0)
         workers["c"] = start(_worker_kw(fleet_kw, "c"), ready_timeout_s=0.5)  # joins mid-replay
-        time.sleep(1.5)
+        time.sleep(1.0)
         workers["b"].kill()  # its partitions move once its session times out
         assert workers["b"].proc.exitcode == -signal.SIGKILL
         time.sleep(2.5)
