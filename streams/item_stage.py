@@ -238,6 +238,10 @@ class ItemStageRunner:
                 msgs = [m for m in self._consumer.consume(BATCH, IDLE_WAIT_S) if m.error() is None]
                 if msgs:
                     self._fold(msgs)
+                elif self._changed and self.settings.publish_item_vectors and self._vectors_due():
+                    self._producer.begin_transaction()  # the last changes, once the stream pauses
+                    self._publish_vectors()
+                    self._producer.commit_transaction(self._timeout())
         except BaseException as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             logger.exception("the item stage stopped")
@@ -276,13 +280,15 @@ class ItemStageRunner:
         self._producer.commit_transaction(self._timeout())
         self.folded += len(msgs)
 
+    def _vectors_due(self) -> bool:
+        return time.monotonic() - self._last_publish >= ITEM_VECTOR_INTERVAL_S
+
     def _publish_vectors(self) -> None:
         """The item vectors changed since the last publication, to ``tide.item-vectors``, at most once
         per :data:`streams.worker.ITEM_VECTOR_INTERVAL_S` (the item stage is their one writer)."""
-        now = time.monotonic()
-        if not self._changed or now - self._last_publish < ITEM_VECTOR_INTERVAL_S:
+        if not self._changed or not self._vectors_due():
             return
-        self._last_publish = now
+        self._last_publish = time.monotonic()
         table, rows = self.stage.table, sorted(self._changed)
         self._changed.clear()
         stamp = time.time()

@@ -44,7 +44,7 @@ class Views:
 
     async def health(self) -> Answer:
         h = self.worker.health()
-        h |= {"model_version": self.engine.checkpoint.version, "device": str(self.engine.device)}
+        h |= {"model_version": self.engine.users.model_version, "device": str(self.engine.device)}
         return (200 if h["status"] == "ok" else 503), h
 
     async def user(self, user_id: str) -> Answer:
@@ -93,7 +93,7 @@ class Views:
         return 200, {
             "user_id": user_id,
             "at": at,
-            "model_version": engine.checkpoint.version,
+            "model_version": engine.users.model_version,
             "items": [
                 {"item_id": i.item_id, "score": i.score, "reason": i.reason, "evidence": i.evidence}
                 for i in items
