@@ -272,6 +272,7 @@ class Worker:
             for p in mine:
                 self._restore(p, committed[p])
             self._deletions.incremental_assign([TopicPartition(self.topics.user_deletions, p) for p in mine])
+            self._warn_partial_item_side(consumer)
         self._joining_since = None
         self.ready.set()
 
@@ -289,6 +290,20 @@ class Worker:
         if not self.owned:
             self._joining_since = time.monotonic()
             self.ready.clear()  # /health says "assigned": false until the next assignment
+
+    def _warn_partial_item_side(self, consumer: Consumer) -> None:
+        """With the local item stage, a worker that holds only some input partitions folds only their
+        events into its item side: say so, rather than let its item table silently diverge."""
+        if self.settings.item_stage != "local":
+            return
+        topic = self.topics.interactions
+        n = len(consumer.list_topics(topic, timeout=self._timeout()).topics[topic].partitions)
+        if len(self.owned) < n:
+            logger.warning(
+                "this worker holds %d of %d input partitions with TIDE_ITEM_STAGE=local: its item memories,"
+                " transitions and popularity see only their events; with several workers set"
+                " TIDE_ITEM_STAGE=shared (docs/architecture.md)", len(self.owned), n,
+            )
 
     def _committed(self, consumer: Consumer, partitions: list[int]) -> dict[int, int]:
         """The group's committed offset of each input partition: the next event to fold (the start of

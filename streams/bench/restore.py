@@ -21,9 +21,10 @@ from streams.admin import TopicSpec, create_topics
 from streams.changelog import UserChangelog
 from streams.config import Settings, Topics
 
-__all__ = ["restore_cost"]
+__all__ = ["RESTORE_USERS", "restore_cost"]
 
 PROFILE, DECAYS, DIM = 48, 2, 64
+RESTORE_USERS = 100_000  # the users ``tide bench --workers`` restores
 
 
 def _state(u: int, rng: np.random.Generator) -> bytes:

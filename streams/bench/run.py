@@ -79,6 +79,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
 def run_fleet_bench(opts: BenchOptions, sizes: list[int]) -> dict[str, Any]:
     """The full worker as fleets of ``sizes`` processes (streams/bench/fleet.py), on one workload."""
     from streams.bench.fleet import run_fleet
+    from streams.bench.restore import RESTORE_USERS, restore_cost
     from streams.broker import EmbeddedBroker
 
     shutil.rmtree(opts.workdir, ignore_errors=True)
@@ -91,6 +92,7 @@ def run_fleet_bench(opts: BenchOptions, sizes: list[int]) -> dict[str, Any]:
             broker.start()
         bootstrap = opts.bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
         report = run_fleet(sizes, opts, bootstrap, ckpt, users, items)
+        report["restore"] = restore_cost(bootstrap, RESTORE_USERS)
     finally:
         if broker is not None:
             broker.stop()

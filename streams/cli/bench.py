@@ -84,6 +84,8 @@ def _fleet(opts: Any, flag: str, report: Path | None) -> int:
         print(f"{r['workers']} worker process(es), {r['partitions']} partitions, item stage "
               f"{r['item_stage']}: {r['events']:,} events in {r['seconds']:.1f} s, "
               f"{r['events_per_s']:,.0f} events/s{ratio}{lag}")
+    r = out["restore"]
+    print(f"restore of {r['users']:,} users from the changelog into an empty store: {r['seconds']:.2f} s")
     if report:
         write_report(out, report)
     return 0
