@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 META = "changelog"  # the local partition of the changelog's bookkeeping
 _OFFSET = struct.Struct("<q")
 RESTORE_CHUNK = 5_000  # restored records per local write
+#: the longest wait of one read while restoring: a read returns a partial chunk only once it is over,
+#: so a long one would hold every restore up to the partition's end by that much
+READ_WAIT_S = 0.05
 
 
 def _folded_key(p: int) -> bytes:
@@ -164,7 +167,7 @@ class UserChangelog:
                         f"restoring {self.topic}[{partition}]: the end not reached in {timeout_s:g} s"
                         f" ({read} records read)"
                     )
-                for m in consumer.consume(RESTORE_CHUNK, 0.5):
+                for m in consumer.consume(RESTORE_CHUNK, READ_WAIT_S):
                     err = m.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 BATCH = 5_000  # item updates folded per transaction at most
 ITEM_VECTOR_INTERVAL_S = 1.0  # changed item vectors are published at most this often
 IDLE_WAIT_S = 0.05
+READ_WAIT_S = 0.05  # the longest wait of one read to a topic's end (see streams/changelog.py)
 #: key of the record closing each published batch: i64 the Kafka timestamp (ms) of its oldest update,
 #: so that a worker applying it knows how far its item side is behind the users' events
 _PRODUCED = b"\x00produced"
@@ -78,7 +79,7 @@ def read_to_end(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{topic}: the end not reached in {timeout_s:g} s")
         chunk: list[Message] = []
-        for m in consumer.consume(BATCH, 0.5):
+        for m in consumer.consume(BATCH, READ_WAIT_S):
             err = m.error()
             if err is None:
                 chunk.append(m)
