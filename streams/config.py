@@ -269,6 +269,11 @@ class Settings(BaseSettings):
             }
         )
 
+    def wait_s(self) -> float:
+        """How long one blocking call to the cluster may wait: ``broker_timeout_s``, or 60 s when that
+        is 0 (never give up on the broker, but let each call return)."""
+        return self.broker_timeout_s if self.broker_timeout_s > 0 else 60.0
+
     def transactional_id(self) -> str:
         """The worker's Kafka ``transactional.id``: the same across its restarts, so that a restarted
         worker fences its former self and aborts the transaction it left open."""

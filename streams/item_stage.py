@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from engine.checkpoint import load_checkpoint
 from engine.fold.items import ItemStage, ItemUpdates
@@ -46,6 +46,7 @@ from engine.state.store import MemoryStateStore
 from models.interest import InterestModel
 from schemas import ItemVector
 from streams.config import Settings
+from streams.member import GroupMember
 
 __all__ = ["ItemStageRunner", "ItemStateFollower", "ItemUpdateSink", "read_to_end"]
 
@@ -170,40 +171,24 @@ class ItemStateFollower:
             self._consumer.close()
 
 
-class ItemStageRunner:
+class ItemStageRunner(GroupMember):
     """A member of the item stage's consumer group: folds ``tide.item-updates`` and publishes
     ``tide.item-state`` while it holds the partition, until ``stop()``."""
 
     def __init__(self, settings: Settings, checkpoint: Path, device: torch.device, name: str) -> None:
-        self.settings = settings
+        super().__init__(settings, "items", settings.topics.item_updates, name)
         ckpt = load_checkpoint(checkpoint, device)  # a model of its own: the fold's is learned online
         self.model, self.ids, self.device = ckpt.model.eval(), ckpt.item_ids, device
         self.version = ckpt.version
         self._changed: set[int] = set()  # rows whose vectors are not yet published
         self._last_publish = 0.0
         self.stage = self._fresh_stage()
-        self.topics = settings.topics
         self.folded = 0
         self.owner = threading.Event()  # set while this member holds the partition
-        self._stop = threading.Event()
-        self.error: str | None = None
-        self._consumer = Consumer(settings.consumer_conf(f"{settings.group_id}-items"))
-        self._producer = Producer(settings.producer_conf(**{
-            "transactional.id": f"{settings.group_id}-items-{name}", "transaction.timeout.ms": 30_000,
-        }))
-        self.thread = threading.Thread(target=self.run, name="tide-item-stage", daemon=True)
 
     def _fresh_stage(self) -> ItemStage:
         table = ItemTable(self.model, self.ids, self.device)
         return ItemStage(self.model, table, MemoryStateStore().partition("items"))
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout_s: float = 30) -> None:
-        self._stop.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout_s)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
@@ -217,7 +202,7 @@ class ItemStageRunner:
             n[0] += len(msgs)
 
         read_to_end(self.settings, self.topics.item_state, f"{self.settings.group_id}-items-restore", apply,
-                    self._timeout()).close()
+                    self.settings.wait_s()).close()
         self.owner.set()
         logger.info("item stage: assigned %s; restored from %s in %.2f s (%d records)",
                     [p.partition for p in partitions], self.topics.item_state, time.perf_counter() - start,
@@ -227,28 +212,12 @@ class ItemStageRunner:
         if partitions:
             self.owner.clear()
 
-    def _timeout(self) -> float:
-        return self.settings.broker_timeout_s if self.settings.broker_timeout_s > 0 else 60.0
-
-    def run(self) -> None:
-        try:
-            self._producer.init_transactions(self._timeout())
-            self._consumer.subscribe([self.topics.item_updates], on_assign=self._on_assign,
-                                     on_revoke=self._on_revoke, on_lost=self._on_revoke)
-            while not self._stop.is_set():
-                msgs = [m for m in self._consumer.consume(BATCH, IDLE_WAIT_S) if m.error() is None]
-                if msgs:
-                    self._fold(msgs)
-                elif self._changed and self.settings.publish_item_vectors and self._vectors_due():
-                    self._producer.begin_transaction()  # the last changes, once the stream pauses
-                    self._publish_vectors()
-                    self._producer.commit_transaction(self._timeout())
-        except BaseException as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            logger.exception("the item stage stopped")
-            raise
-        finally:
-            self._consumer.close()
+    def _step(self) -> None:
+        msgs = self._read(BATCH, IDLE_WAIT_S)
+        if msgs:
+            self._fold(msgs)
+        elif self._changed and self.settings.publish_item_vectors and self._vectors_due():
+            self._transaction(self._publish_vectors)  # the last changes, once the stream pauses
 
     @torch.no_grad()
     def _fold(self, msgs: list[Message]) -> None:
@@ -263,22 +232,17 @@ class ItemStageRunner:
             offsets=cols[:, 1].astype(np.int64),
         )
         self._changed.update(self.stage.fold(updates))
-        self._producer.begin_transaction()
-        for key, value in self.stage.take_records():
-            self._produce(key, value)
-        if self.settings.publish_item_vectors:
-            self._publish_vectors()
-        oldest = min((m.timestamp()[1] for m in msgs if m.timestamp()[1] > 0), default=None)
-        if oldest is not None:
-            self._produce(_PRODUCED, _MS.pack(oldest))
-        last: dict[int, int] = {}
-        for m in msgs:
-            last[m.partition()] = max(last.get(m.partition(), -1), m.offset())
-        self._producer.send_offsets_to_transaction(
-            [TopicPartition(self.topics.item_updates, p, o + 1) for p, o in last.items()],
-            self._consumer.consumer_group_metadata(), self._timeout(),
-        )
-        self._producer.commit_transaction(self._timeout())
+
+        def publish() -> None:
+            for key, value in self.stage.take_records():
+                self._produce(self.topics.item_state, key, value)
+            if self.settings.publish_item_vectors:
+                self._publish_vectors()
+            oldest = min((m.timestamp()[1] for m in msgs if m.timestamp()[1] > 0), default=None)
+            if oldest is not None:
+                self._produce(self.topics.item_state, _PRODUCED, _MS.pack(oldest))
+
+        self._transaction(publish, done=msgs)
         self.folded += len(msgs)
 
     def _vectors_due(self) -> bool:
@@ -286,7 +250,7 @@ class ItemStageRunner:
 
     def _publish_vectors(self) -> None:
         """The item vectors changed since the last publication, to ``tide.item-vectors``, at most once
-        per :data:`streams.worker.ITEM_VECTOR_INTERVAL_S` (the item stage is their one writer)."""
+        per :data:`ITEM_VECTOR_INTERVAL_S` (the item stage is their one writer)."""
         if not self._changed or not self._vectors_due():
             return
         self._last_publish = time.monotonic()
@@ -295,12 +259,4 @@ class ItemStageRunner:
         stamp = time.time()
         for r, v in zip(rows, table.vectors()[rows].cpu().tolist()):
             iv = ItemVector(table.ids[r], tuple(v), stamp, self.version)
-            self._produce(table.ids[r].encode("utf-8"), iv.to_json(), self.topics.item_vectors)
-
-    def _produce(self, key: bytes, value: bytes, topic: str | None = None) -> None:
-        while True:
-            try:
-                self._producer.produce(topic or self.topics.item_state, value, key)
-                return
-            except BufferError:
-                self._producer.poll(0.1)
+            self._produce(self.topics.item_vectors, table.ids[r].encode("utf-8"), iv.to_json())

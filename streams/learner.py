@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from engine.checkpoint import load_checkpoint
 from engine.fold.context import HISTORY, user_contexts
@@ -42,6 +42,7 @@ from engine.state.store import MemoryStateStore
 from models.interest import InterestModel
 from streams.config import Settings
 from streams.item_stage import ItemStateFollower, read_to_end
+from streams.member import GroupMember
 
 __all__ = ["PUBLISH_INTERVAL_S", "ExampleSink", "FleetLearner", "ModelFollower"]
 
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 PUBLISH_INTERVAL_S = 2.0  # the learner publishes its parameters at most this often
 CHUNK_ROWS = 2_048  # parameter rows per record (64-wide float32: 512 KiB, under librdkafka's 1 MB)
 BATCH = 2_000
+IDLE_WAIT_S = 0.05
 _EXAMPLE = struct.Struct("<dB")  # the event's time, the length of its item id (then the id, the state)
 _CHUNK = struct.Struct("<II")  # first row, rows (then float32 rows)
 _VERSION = b"version"
@@ -152,13 +154,12 @@ class ModelFollower:
             self._consumer.close()
 
 
-class FleetLearner:
+class FleetLearner(GroupMember):
     """A member of the learner's consumer group: learns from ``tide.examples`` and publishes
     ``tide.model`` while it holds the partition, until ``stop()``."""
 
     def __init__(self, settings: Settings, checkpoint: Path, device: torch.device, name: str) -> None:
-        self.settings = settings
-        self.topics = settings.topics
+        super().__init__(settings, "learner", settings.topics.examples, name)
         ckpt = load_checkpoint(checkpoint, device)
         self.base_version = ckpt.version
         self.model = ckpt.model.eval()
@@ -173,25 +174,6 @@ class FleetLearner:
         self.version = self.base_version
         self.published_steps = 0
         self.published_at = 0.0  # monotonic time of the last publication
-        self._last_publish = 0.0
-        self._stop = threading.Event()
-        self.error: str | None = None
-        self._consumer = Consumer(settings.consumer_conf(f"{settings.group_id}-learner"))
-        self._producer = Producer(settings.producer_conf(**{
-            "transactional.id": f"{settings.group_id}-learner-{name}", "transaction.timeout.ms": 30_000,
-        }))
-        self.thread = threading.Thread(target=self.run, name="tide-learner", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout_s: float = 30) -> None:
-        self._stop.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout_s)
-
-    def _timeout(self) -> float:
-        return self.settings.broker_timeout_s if self.settings.broker_timeout_s > 0 else 60.0
 
     def _at(self, version: str, steps: int) -> None:
         """The model is now the published ``version``: learning continues from it."""
@@ -200,30 +182,22 @@ class FleetLearner:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:  # taking over: continue from the last version any member published
-            self.model_follower.catch_up(self._timeout())
+            self.model_follower.catch_up(self.settings.wait_s())
 
-    def run(self) -> None:
-        try:
-            self._producer.init_transactions(self._timeout())
-            self.follower.catch_up(self._timeout())
-            self._consumer.subscribe([self.topics.examples], on_assign=self._on_assign)
-            while not self._stop.is_set():
-                self.follower.poll()
-                msgs = [m for m in self._consumer.consume(BATCH, 0.05) if m.error() is None]
-                if msgs:
-                    self._learn(msgs)
-                elif self._due():  # steps taken since the last version, and no example arriving
-                    self._producer.begin_transaction()
-                    self._publish()
-                    self._producer.commit_transaction(self._timeout())
-        except BaseException as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            logger.exception("the learner stopped")
-            raise
-        finally:
-            self._consumer.close()
-            self.follower.close()
-            self.model_follower.close()
+    def _begin(self) -> None:
+        self.follower.catch_up(self.settings.wait_s())
+
+    def _step(self) -> None:
+        self.follower.poll()
+        msgs = self._read(BATCH, IDLE_WAIT_S)
+        if msgs:
+            self._learn(msgs)
+        elif self._due():  # steps taken since the last version, and no example arriving
+            self._transaction(self._publish)
+
+    def _close(self) -> None:
+        self.follower.close()
+        self.model_follower.close()
 
     def _learn(self, msgs: list[Message]) -> None:
         decoded = [_decode_example(m.value()) for m in msgs]
@@ -238,19 +212,12 @@ class FleetLearner:
             ctx=ctx.to(self.device),
             targets=torch.from_numpy(self.table.rows([item for _, item, _ in decoded])).to(self.device),
         ))
-        offsets = [TopicPartition(self.topics.examples, m.partition(), m.offset() + 1) for m in msgs[-1:]]
-        self._producer.begin_transaction()
-        if self._due():
-            self._publish()
-        self._producer.send_offsets_to_transaction(
-            offsets, self._consumer.consumer_group_metadata(), self._timeout()
-        )
-        self._producer.commit_transaction(self._timeout())
+        self._transaction(lambda: self._publish() if self._due() else None, done=msgs)
 
     def _due(self) -> bool:
         return (
             self.learner.steps > self.published_steps
-            and time.monotonic() - self._last_publish >= PUBLISH_INTERVAL_S
+            and time.monotonic() - self.published_at >= PUBLISH_INTERVAL_S
         )
 
     def _publish(self) -> None:
@@ -261,16 +228,8 @@ class FleetLearner:
             for start in range(0, len(data), CHUNK_ROWS):
                 part = data[start : start + CHUNK_ROWS]
                 key = b"p/%s/%d" % (name.encode("utf-8"), start // CHUNK_ROWS)
-                self._produce(key, _CHUNK.pack(start, len(part)) + part.tobytes())
-        self._produce(_VERSION, json.dumps({"version": version, "steps": steps}).encode("utf-8"))
-        self.version, self.published_steps, self._last_publish = version, steps, time.monotonic()
-        self.published_at = time.monotonic()
+                self._produce(self.topics.model, key, _CHUNK.pack(start, len(part)) + part.tobytes())
+        version_record = json.dumps({"version": version, "steps": steps}).encode("utf-8")
+        self._produce(self.topics.model, _VERSION, version_record)
+        self.version, self.published_steps, self.published_at = version, steps, time.monotonic()
         logger.info("learner: published %s", version)
-
-    def _produce(self, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(self.topics.model, value, key)
-                return
-            except BufferError:
-                self._producer.poll(0.1)

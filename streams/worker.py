@@ -67,6 +67,7 @@ from streams.faults import crash_point
 from streams.item_stage import ItemStageRunner, ItemStateFollower, ItemUpdateSink
 from streams.learner import ExampleSink, FleetLearner, ModelFollower
 from streams.liveness import BrokerUnavailable, BrokerWatch, OncePerInterval, kafka_logger
+from streams.member import TRANSACTION_TIMEOUT_MS
 from streams.memory import return_free_memory
 from streams.runtime import Engine, online_config, resolve_checkpoint
 
@@ -84,9 +85,6 @@ TRIM_INTERVAL_S = 60.0  # freed heap memory goes back to the operating system th
 STALLED_BATCH_S = 30.0  # /health reports a batch in progress for longer as a stall
 IDLE_WAIT_S = 0.1  # an idle worker's wait for input (a batch never waits for more)
 ITEM_VECTOR_INTERVAL_S = 1.0  # changed item vectors are published at most this often
-#: a transaction left open by a worker that died is aborted by the broker after this long; until
-#: then, read_committed readers of its partitions (a restore among them) wait at its start
-TRANSACTION_TIMEOUT_MS = 30_000
 
 
 class EngineFault(RuntimeError):
@@ -297,7 +295,7 @@ class Worker:
         if self.settings.item_stage != "local":
             return
         topic = self.topics.interactions
-        n = len(consumer.list_topics(topic, timeout=self._timeout()).topics[topic].partitions)
+        n = len(consumer.list_topics(topic, timeout=self.settings.wait_s()).topics[topic].partitions)
         if len(self.owned) < n:
             logger.warning(
                 "this worker holds %d of %d input partitions with TIDE_ITEM_STAGE=local: its item memories,"
@@ -310,17 +308,18 @@ class Worker:
         the partition when none is committed)."""
         topic = self.topics.interactions
         out = {}
-        for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=self._timeout()):
+        asked = [TopicPartition(topic, p) for p in partitions]
+        for tp in consumer.committed(asked, timeout=self.settings.wait_s()):
             offset = tp.offset
             if offset < 0:
                 offset = consumer.get_watermark_offsets(
-                    TopicPartition(topic, tp.partition), timeout=self._timeout(), cached=False
+                    TopicPartition(topic, tp.partition), timeout=self.settings.wait_s(), cached=False
                 )[0]
             out[tp.partition] = offset
         return out
 
     def _restore(self, p: int, committed: int) -> None:
-        r = self.changelog.restore(p, committed, self._timeout())
+        r = self.changelog.restore(p, committed, self.settings.wait_s())
         ahead = self.changelog.ahead(p, committed)
         if ahead:
             self._publish_again(p, ahead)
@@ -346,9 +345,6 @@ class Worker:
             self._produce(self.topics.recommendations, rec.to_json(), key)
             self._produce(self.topics.user_state, value, key, p)
         self._commit({})
-
-    def _timeout(self) -> float:
-        return self.settings.broker_timeout_s if self.settings.broker_timeout_s > 0 else 60.0
 
     def _switch_model(self, version: str, steps: int) -> None:
         """The fleet learner's ``version`` is now this worker's model (called under the engine's lock,
@@ -386,12 +382,12 @@ class Worker:
             self.catalog.start()
         self._joining_since = time.monotonic()
         # fences a former self with the same transactional.id and aborts what it left open
-        self._producer.init_transactions(self._timeout())
+        self._producer.init_transactions(self.settings.wait_s())
         if self.follower is not None and self.item_stage is not None:
-            self.follower.catch_up(self._timeout())  # the fleet's item side, before serving
+            self.follower.catch_up(self.settings.wait_s())  # the fleet's item side, before serving
             self.item_stage.start()
         if self.model_follower is not None and self.fleet_learner is not None:
-            self.model_follower.catch_up(self._timeout())  # the fleet's model version, before serving
+            self.model_follower.catch_up(self.settings.wait_s())  # the fleet's model version, before serving
             self.fleet_learner.start()
         self._consumer.subscribe(
             [self.topics.interactions],
