@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonDict
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -229,6 +229,14 @@ class Settings(BaseSettings):
     catalog_stage: bool = Field(
         default=True, description="read the items topic into the item table (text, attributes, new items)"
     )
+
+    @model_validator(mode="after")
+    def _fleet_learner_needs_the_shared_item_stage(self) -> Settings:
+        if self.learner == "fleet" and self.item_stage != "shared":
+            raise ValueError(
+                "TIDE_LEARNER=fleet needs TIDE_ITEM_STAGE=shared: the learner reads the fleet's item side"
+            )
+        return self
 
     def limits(self) -> Limits:
         return Limits(self.max_message_bytes, self.clock_skew_s, self.max_weight)

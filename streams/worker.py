@@ -140,39 +140,12 @@ class Worker:
         self.hooks = hooks or NullHooks()
         self.follower: ItemStateFollower | None = None
         self.item_stage: ItemStageRunner | None = None
-        items: ItemStage = engine.items
-        if settings.item_stage == "shared":  # streams/item_stage.py
-            items = ItemUpdateSink(
-                engine.users.model, engine.items.table, settings.topics.item_updates,
-                lambda topic, value, key: self._produce(topic, value, key),
-            )
-            self.follower = ItemStateFollower(
-                settings, engine.items, engine.lock, self.hooks.on_item_staleness
-            )
-            self.item_stage = ItemStageRunner(
-                settings, resolve_checkpoint(settings), engine.device, settings.transactional_id()
-            )
-        learner: OnlineLearner | None = engine.learner
         self.model_follower: ModelFollower | None = None
         self.model_switched_at = 0.0  # monotonic time of the last switch to a fleet version
         self.fleet_learner: FleetLearner | None = None
-        if settings.learner == "fleet":  # streams/learner.py
-            if settings.item_stage != "shared":
-                raise ValueError(
-                    "TIDE_LEARNER=fleet needs TIDE_ITEM_STAGE=shared: the learner reads the fleet's item side"
-                )
-            learner = ExampleSink(
-                engine.users.model, engine.items.table, online_config(settings), settings.topics.examples,
-                lambda topic, value, key: self._produce(topic, value, key),
-            )
-            self.model_follower = ModelFollower(
-                settings, engine.users.model, engine.items.table, engine.lock, self._switch_model
-            )
-            self.fleet_learner = FleetLearner(
-                settings, resolve_checkpoint(settings), engine.device, settings.transactional_id()
-            )
         self.pipeline = pipeline or Pipeline(
-            engine.users, items, learner, lock=engine.lock, hooks=self.hooks, step=crash_point
+            engine.users, self._item_side(), self._learner(), lock=engine.lock, hooks=self.hooks,
+            step=crash_point,
         )
         self.topics = settings.topics
         self.limits = settings.limits()
@@ -222,6 +195,38 @@ class Worker:
             self.catalog = CatalogStage(
                 settings, engine, lambda m, kind, error: self._dead_letter(m, kind, error, side), self.hooks
             )
+
+    def _item_side(self) -> ItemStage:
+        """The engine's own item stage, or with ``TIDE_ITEM_STAGE=shared`` the fleet's
+        (streams/item_stage.py): updates sent to it, its state read back, a member of its group here."""
+        settings, engine = self.settings, self.engine
+        if settings.item_stage != "shared":
+            return engine.items
+        self.follower = ItemStateFollower(settings, engine.items, engine.lock, self.hooks.on_item_staleness)
+        self.item_stage = ItemStageRunner(
+            settings, resolve_checkpoint(settings), engine.device, settings.transactional_id()
+        )
+        return ItemUpdateSink(
+            engine.users.model, engine.items.table, settings.topics.item_updates,
+            lambda topic, value, key: self._produce(topic, value, key),
+        )
+
+    def _learner(self) -> OnlineLearner | None:
+        """The engine's own online learner, or with ``TIDE_LEARNER=fleet`` the fleet's
+        (streams/learner.py): examples sent to it, its versions read back, a member of its group here."""
+        settings, engine = self.settings, self.engine
+        if settings.learner != "fleet":
+            return engine.learner
+        self.model_follower = ModelFollower(
+            settings, engine.users.model, engine.items.table, engine.lock, self._switch_model
+        )
+        self.fleet_learner = FleetLearner(
+            settings, resolve_checkpoint(settings), engine.device, settings.transactional_id()
+        )
+        return ExampleSink(
+            engine.users.model, engine.items.table, online_config(settings), settings.topics.examples,
+            lambda topic, value, key: self._produce(topic, value, key),
+        )
 
     def stop(self) -> None:
         self._stop.set()
