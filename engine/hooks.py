@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from engine.quality import QualitySnapshot
 
 __all__ = ["FoldHooks", "NullHooks", "StageClock"]
 
@@ -93,6 +96,12 @@ class FoldHooks(Protocol):
     def on_users_removed(self, reason: str, n: int) -> None:
         """``n`` users' state was removed (``reason``: ``expired`` or ``deleted``)."""
 
+    def on_quality(self, q: QualitySnapshot) -> None:
+        """The live quality of this worker's recommendations over its rolling window."""
+
+    def on_drifts(self, n: int) -> None:
+        """``n`` users' interest drifted (each reported on the interest-drift topic)."""
+
 
 class NullHooks:
     """Hooks that record nothing."""
@@ -149,4 +158,10 @@ class NullHooks:
         pass
 
     def on_users_removed(self, reason: str, n: int) -> None:
+        pass
+
+    def on_quality(self, q: QualitySnapshot) -> None:
+        pass
+
+    def on_drifts(self, n: int) -> None:
         pass

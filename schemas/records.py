@@ -34,6 +34,7 @@ __all__ = [
     "DeadLetter",
     "Interaction",
     "Item",
+    "InterestDrift",
     "ItemVector",
     "Limits",
     "Recommendation",
@@ -45,7 +46,10 @@ __all__ = [
     "decode_interaction",
     "decode_item",
     "decode_recommendation",
+    "encode_interaction",
+    "encode_item",
     "load_schema",
+    "validate_recommendation",
 ]
 
 SCHEMA_VERSION = 1
@@ -134,12 +138,14 @@ class Item:
     text: str = ""
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION, "item_id": self.item_id, "title": self.title,
+            "text": self.text, "attributes": dict(self.attributes),
+        }
+
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {"schema_version": SCHEMA_VERSION, "item_id": self.item_id, "title": self.title,
-             "text": self.text,
-             "attributes": dict(self.attributes)}
-        )
+        return orjson.dumps(self.to_dict())
 
 
 # Not frozen: built per recommended item on the hot path, and frozen init is ~5x slower.
@@ -229,6 +235,24 @@ class ItemVector:
                 "model_version": self.model_version,
             }
         )
+
+
+@dataclass(frozen=True, slots=True)
+class InterestDrift:
+    """A user's recent interest moved away from their long-run summary (tide.interest-drift, key = user)."""
+
+    user_id: str
+    event_time: float  # the user's event at which the drift was seen
+    distance: float  # 1 − cosine of recent interest and long-run summary (engine/fold/drift.py)
+    threshold: float
+    before: tuple[str, ...]  # the items that weigh most in the long-run summary
+    after: tuple[str, ...]  # the items that weigh most in the recent interest
+    model_version: str
+    source: SourceRef
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
 
 
 def check_id(s: str, name: str = "id") -> str:
@@ -387,3 +411,135 @@ def decode_recommendation(raw: bytes) -> Recommendation:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SchemaError("missing_field", f"not a recommendation: {exc}") from None
+
+
+def _to_json(fields: Mapping[str, Any]) -> bytes:
+    """``fields`` as JSON, refusing, with the field's name, a top-level number orjson would write as
+    null (NaN, infinities) and any value it cannot write."""
+    for name, v in fields.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SchemaError("not_finite", f"{name!r} must be finite, got {v!r}")
+    try:
+        return orjson.dumps(fields)
+    except orjson.JSONEncodeError as exc:
+        culprit = "value"
+        for name, v in fields.items():
+            try:
+                orjson.dumps(v)
+            except orjson.JSONEncodeError:
+                culprit = name
+                break
+        raise SchemaError("bad_type", f"{culprit!r} cannot be written as JSON: {exc}") from None
+
+
+def encode_interaction(
+    ev: Interaction, limits: Limits = DEFAULT_LIMITS, now: float | None = None
+) -> tuple[bytes, bytes]:
+    """The record key and value that carry ``ev`` on ``tide.interactions``.
+
+    The value is checked by the worker's own rules, :func:`decode_interaction` (with ``limits`` and
+    ``now``) and :func:`check_key`, so a worker with the same limits and a clock no earlier than
+    ``now`` never dead-letters it for its shape. The key is the decoded ``user_id`` (an integer id is
+    sent as it is and keyed by its decimal form). Raises :class:`SchemaError` naming the field."""
+    try:
+        fields = ev.to_dict()
+    except (TypeError, ValueError):
+        raise SchemaError("bad_type", "'context' must be an object") from None
+    value = _to_json(fields)
+    decoded = decode_interaction(value, limits, now)
+    key = decoded.user_id.encode("utf-8")
+    check_key(decoded, key)
+    return key, value
+
+
+def encode_item(item: Item) -> tuple[bytes, bytes]:
+    """The record key (the ``item_id``) and value that carry ``item`` on ``tide.items``.
+
+    The value is checked by :func:`decode_item` (what a worker's catalog stage applies) and by what
+    ``item.v1.json`` asks of attribute values beyond it: each a string, a finite number, a boolean or
+    an array. Raises :class:`SchemaError` naming the field."""
+    try:
+        fields = item.to_dict()
+    except (TypeError, ValueError):
+        raise SchemaError("bad_type", "'attributes' must be an object") from None
+    for name, v in fields["attributes"].items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SchemaError("not_finite", f"attribute {name!r} must be finite, got {v!r}")
+        if not isinstance(v, str | int | float | list | tuple):
+            raise SchemaError(
+                "bad_type",
+                f"attribute {name!r} must be a string, number, boolean or array, got {type(v).__name__}",
+            )
+    value = _to_json(fields)
+    return decode_item(value).item_id.encode("utf-8"), value
+
+
+_REQUIRED = object()
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "a string": (str,), "a number": (int, float), "an integer": (int,), "an object": (dict,),
+    "an array": (list,),
+}
+
+
+def _field(obj: Mapping[str, Any], name: str, what: str, where: str = "", default: Any = _REQUIRED) -> Any:
+    """``obj[name]`` if it is ``what`` (a JSON Schema type: a number is finite, a boolean is no number,
+    an integral float is an integer); ``default`` if it is absent and not required."""
+    path = where + name
+    if name not in obj:
+        if default is _REQUIRED:
+            raise SchemaError("missing_field", f"missing required field {path!r}")
+        return default
+    v: Any = obj[name]
+    if what == "an integer" and isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, _JSON_TYPES[what]):
+        raise SchemaError("bad_type", f"{path!r} must be {what}, got {type(v).__name__}")
+    if what != "a number":
+        return v
+    try:
+        f = float(obj[name])
+    except OverflowError:
+        raise SchemaError("not_finite", f"{path!r} is beyond the range of a float") from None
+    if not math.isfinite(f):
+        raise SchemaError("not_finite", f"{path!r} must be finite, got {f!r}")
+    return f
+
+
+def validate_recommendation(raw: bytes | None) -> Recommendation:
+    """Decode one ``tide.recommendations`` value and check it against ``recommendation.v1.json``.
+
+    Every required field with its JSON type, ``schema_version`` 1, a non-empty ``user_id``, a
+    partition and offset not negative, and every number finite (what a worker writes always is);
+    unknown fields are ignored. Raises :class:`SchemaError` naming the field; a null value (the
+    tombstone of an erased user) is ``empty``. :func:`decode_recommendation` is the lenient reader."""
+    if raw is None:
+        raise SchemaError("empty", "value is empty (tombstone: the user was erased)")
+    obj = _object(raw)
+    if _field(obj, "schema_version", "an integer") != SCHEMA_VERSION:
+        raise SchemaError("bad_version", f"'schema_version' must be {SCHEMA_VERSION}")
+    user_id = _field(obj, "user_id", "a string")
+    if not user_id:
+        raise SchemaError("bad_id", "'user_id' must not be empty")
+    items = []
+    for k, entry in enumerate(_field(obj, "items", "an array")):
+        where = f"items[{k}]."
+        if not isinstance(entry, dict):
+            raise SchemaError("bad_type", f"'items[{k}]' must be an object, got {type(entry).__name__}")
+        items.append(ScoredItem(
+            _field(entry, "item_id", "a string", where), _field(entry, "score", "a number", where),
+            _field(entry, "reason", "a string", where), _field(entry, "evidence", "a number", where, 0.0),
+        ))
+    src = _field(obj, "source", "an object")
+    partition = _field(src, "partition", "an integer", "source.")
+    offset = _field(src, "offset", "an integer", "source.")
+    if partition < 0 or offset < 0:
+        raise SchemaError("out_of_range", "'source.partition' and 'source.offset' must not be negative")
+    source = SourceRef(
+        _field(src, "topic", "a string", "source."), partition, offset,
+        _field(src, "event_time", "a number", "source."),
+        _field(src, "first_offset", "an integer", "source.", -1),
+    )
+    return Recommendation(
+        user_id, tuple(items), _field(obj, "model_version", "a string"), source,
+        _field(obj, "emitted_at", "a number"),
+    )

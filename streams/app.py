@@ -1,9 +1,10 @@
 """The worker process: a Faust app for the topology, web views and lifecycle, with the hot path on
 confluent-kafka.
 
-Faust serves ``/health``, ``/metrics`` (Prometheus), ``/users/{id}`` (a user's state) and
-``/users/{id}/recommendations`` (fresh, projected to now; streams/views.py), and starts and stops
-the hot path as a service; ``tide topics`` creates the topics. The volume goes through
+Faust serves the query API (streams/views.py, schemas/openapi.json: health and readiness, a user's
+state, fresh recommendations, interest trajectory, similar items; any worker answers for any user),
+``/metrics`` (Prometheus) and ``/openapi.json``, and starts and stops the hot path and the worker
+directory (streams/fleet.py) as services; ``tide topics`` creates the topics. The volume goes through
 :class:`streams.worker.Worker` (confluent-kafka) in a thread of its own: on the embedded broker a
 Faust agent alone consumed about 10,000 events/s and 4,000–5,000 with one send per event, while a
 confluent-kafka loop moves about 62,000 (DESIGN.md, "Measured constraints").
@@ -21,10 +22,12 @@ import faust
 import mode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from schemas import load_schema
 from streams.config import Settings
+from streams.fleet import Directory
 from streams.metrics import Metrics
 from streams.runtime import Engine, load_engine
-from streams.views import Views
+from streams.views import FORWARDED, Views
 from streams.worker import Worker
 
 __all__ = ["build_app", "faust_credentials", "run_worker"]
@@ -57,12 +60,25 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
     # TIDE's topics are not declared to Faust: `tide topics` creates them with their partitions and
     # policies (streams/topics.py), and a Faust that declared them would quietly recreate them on a
     # broker that lost them, where the worker must see that they are gone (streams/liveness.py).
-    views = Views(settings, engine, worker)
+    directory = Directory(settings, lambda: list(worker.owned))
+    views = Views(settings, engine, worker, directory)
+
+    def forwarded(request: Any) -> bool:
+        return request.headers.get(FORWARDED) is not None
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         status, body = await views.health()
         return web.json(body, status=status)
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        status, body = await views.ready()
+        return web.json(body, status=status)
+
+    @app.page("/openapi.json")
+    async def openapi(web: Any, request: Any) -> Any:
+        return web.json(load_schema("openapi"))
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
@@ -70,12 +86,25 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
 
     @app.page("/users/{user_id}")
     async def user_state(web: Any, request: Any, user_id: str) -> Any:
-        status, body = await views.user(user_id)
+        answer = await views.user(user_id)
+        status, body = await views.routed(answer, request.path_qs, forwarded(request))
         return web.json(body, status=status)
 
     @app.page("/users/{user_id}/recommendations")
     async def user_recommendations(web: Any, request: Any, user_id: str) -> Any:
-        status, body = await views.recommendations(user_id, request.query)
+        answer = await views.recommendations(user_id, request.query)
+        status, body = await views.routed(answer, request.path_qs, forwarded(request))
+        return web.json(body, status=status)
+
+    @app.page("/users/{user_id}/trajectory")
+    async def user_trajectory(web: Any, request: Any, user_id: str) -> Any:
+        answer = await views.trajectory(user_id)
+        status, body = await views.routed(answer, request.path_qs, forwarded(request))
+        return web.json(body, status=status)
+
+    @app.page("/items/{item_id}/similar")
+    async def similar(web: Any, request: Any, item_id: str) -> Any:
+        status, body = await views.similar(item_id, request.query)
         return web.json(body, status=status)
 
     @app.service
@@ -90,6 +119,7 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
         async def on_start(self) -> None:
             self._thread = threading.Thread(target=self._run, name="tide-hot-path", daemon=True)
             self._thread.start()
+            directory.start()
 
         def _run(self) -> None:
             try:
@@ -101,9 +131,11 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
                 app.loop.call_soon_threadsafe(lambda e=exc: asyncio.ensure_future(app.crash(e)))
 
         async def on_stop(self) -> None:
+            await views.close()
             worker.stop()
             if self._thread is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
+            await asyncio.get_running_loop().run_in_executor(None, directory.stop)
             # The hot path has committed and stopped; Faust's own Kafka clients may still wait for a
             # broker that is gone. Bound the rest of the shutdown.
             _exit_soon(engine, EXIT_FAILED if self.error is not None else 0)

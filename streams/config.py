@@ -77,6 +77,14 @@ class Topics(BaseSettings):
         description="the users' state changelog (compacted, partitioned like the interactions)",
     )
     dlq: str = Field(default="tide.dlq", description="output: records not decoded or folded, with the reason")
+    workers: str = Field(
+        default="tide.workers",
+        description="each worker's web URL and input partitions, for the query API's routing (compacted)",
+    )
+    interest_drift: str = Field(
+        default="tide.interest-drift",
+        description="output: users whose recent interest moved away from their long-run summary",
+    )
     user_deletions: str = Field(default="tide.user-deletions", description="input: users to forget")
 
 
@@ -157,11 +165,28 @@ class Settings(BaseSettings):
         description="the largest micro-batch (a batch is what arrived while the last was folded)",
     )
     top_k: int = Field(default=10, description="items per recommendation")
+    quality_window: int = Field(
+        default=10_000, ge=1,
+        description="the live-quality gauges cover the last this many judged events and recommendations",
+    )
+    drift_threshold: float = Field(
+        default=0.45, ge=0.0, le=1.0,
+        description="distance of a user's recent interest from their long-run summary that is reported"
+        " as drift on the interest-drift topic; 0: off",
+    )
+    drift_min_events: int = Field(
+        default=10, ge=1, description="events a user needs before their interest can be reported as drifting"
+    )
     web_host: str = Field(
         default="127.0.0.1",
         description="address of the web views and `/metrics` (unauthenticated: loopback by default)",
     )
     web_port: int = Field(default=6066, description="port of the web views and `/metrics`")
+    web_url: str | None = Field(
+        default=None,
+        description="the URL other workers reach this worker's web views at; unset: `http://<web_host>:"
+        "<web_port>`, with the host name for a wildcard host",
+    )
     item_stage: Literal["local", "shared"] = Field(
         default="local",
         description="`local`: each worker folds the item side of its own partitions; `shared`: one item"

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from engine.quality import QualitySnapshot
 from schemas import ERROR_KINDS
 from streams.liveness import ERROR_KINDS as KAFKA_ERROR_KINDS
 
@@ -48,6 +49,13 @@ METRIC_NAMES = (
     "tide_state_restored_records_total",
     "tide_state_restore_seconds",
     "tide_item_staleness_seconds",
+    "tide_live_recall_ratio",
+    "tide_live_mrr_ratio",
+    "tide_live_coverage_ratio",
+    "tide_live_intra_list_distance",
+    "tide_live_exposure_gini_ratio",
+    "tide_live_judged_events",
+    "tide_interest_drifts_total",
 )
 
 
@@ -169,6 +177,7 @@ class Metrics:
             "Shared item stage: seconds from an item update's produce to its state applied in this worker.",
             buckets=_LATENCY_BUCKETS, registry=registry,
         )
+        self._quality_metrics(registry)
         for kind in KAFKA_ERROR_KINDS:
             self.kafka_errors.labels(kind)
         for reason in ("expired", "deleted"):
@@ -183,6 +192,44 @@ class Metrics:
             self.state_bytes.labels(s)
         for kind in ("block_cache", "memtables"):
             self.state_memory.labels(kind)
+
+    def _quality_metrics(self, registry: CollectorRegistry) -> None:
+        """Live quality (engine/quality.py: the offline reports' definitions) and interest drift."""
+        window = "over the last TIDE_QUALITY_WINDOW judged events"
+        self.live_recall = Gauge(
+            "tide_live_recall_ratio",
+            f"Recall@10 of the recommendation live for each user when their next event arrived, {window}.",
+            registry=registry,
+        )
+        self.live_mrr = Gauge(
+            "tide_live_mrr_ratio", f"MRR@10 of the same recommendations (0 beyond rank 10), {window}.",
+            registry=registry,
+        )
+        self.live_judged = Gauge(
+            "tide_live_judged_events", "Events the live Recall@10 and MRR@10 are measured on.",
+            registry=registry,
+        )
+        self.live_coverage = Gauge(
+            "tide_live_coverage_ratio",
+            "Share of the catalogue in at least one of the last TIDE_QUALITY_WINDOW recommendations.",
+            registry=registry,
+        )
+        self.live_ild = Gauge(
+            "tide_live_intra_list_distance",
+            "Mean pairwise cosine distance between a recommendation's top 10 item vectors, averaged.",
+            registry=registry,
+        )
+        self.live_gini = Gauge(
+            "tide_live_exposure_gini_ratio",
+            "Gini coefficient of item exposure in the last TIDE_QUALITY_WINDOW recommendations"
+            " (0: even; 1: a few items take every slot).",
+            registry=registry,
+        )
+        self.drifts = Counter(
+            "tide_interest_drifts",
+            "Users whose recent interest moved beyond TIDE_DRIFT_THRESHOLD from their long-run summary.",
+            registry=registry,
+        )
 
     # engine.hooks.FoldHooks
     def on_consumed(self, topic: str, n_events: int) -> None:
@@ -255,6 +302,17 @@ class Metrics:
     def on_restore(self, partition: int, n_records: int, seconds: float) -> None:
         self.restored_records.inc(n_records)
         self.restore_seconds.observe(seconds)
+
+    def on_quality(self, q: QualitySnapshot) -> None:
+        self.live_judged.set(q.judged)
+        self.live_recall.set(q.recall)
+        self.live_mrr.set(q.mrr)
+        self.live_coverage.set(q.coverage)
+        self.live_ild.set(q.intra_list_distance)
+        self.live_gini.set(q.exposure_gini)
+
+    def on_drifts(self, n: int) -> None:
+        self.drifts.inc(n)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

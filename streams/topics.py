@@ -24,6 +24,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # the users' state changelog: partition p holds the state of the users of interactions partition p
         TopicSpec(t.user_state, partitions=n, compacted=True),
         TopicSpec(t.dlq, partitions=1),
+        TopicSpec(t.interest_drift, partitions=n),
+        # the query API's routing: each worker's URL and partitions (streams/fleet.py)
+        TopicSpec(t.workers, partitions=1, compacted=True),
         # deletion requests: `tide forget` writes one to every partition, so the worker holding the user's
         # state receives it whichever partitioner the interactions' producers use
         TopicSpec(t.user_deletions, partitions=n),

@@ -69,6 +69,7 @@ from streams.learner import ExampleSink, FleetLearner, ModelFollower
 from streams.liveness import BrokerUnavailable, BrokerWatch, OncePerInterval, kafka_logger
 from streams.member import TRANSACTION_TIMEOUT_MS
 from streams.memory import return_free_memory
+from streams.monitor import LiveMonitor
 from streams.runtime import Engine, online_config, resolve_checkpoint
 
 __all__ = ["FOLD_FAILURES_BEFORE_STOP", "IDLE_WAIT_S", "EngineFault", "Worker", "WorkerStats", "next_batch"]
@@ -174,6 +175,8 @@ class Worker:
         self._in_transaction = False
         self._after_commit: list[Callable[[], None]] = []  # local effects of the open transaction
         self.changelog = UserChangelog(settings, engine.store, self._produce)
+        self.monitor = LiveMonitor(settings, lambda: engine.users.table, self.hooks, self._produce)
+        engine.users.measure_drift = self.monitor.drift.enabled
         self.owned: set[int] = set()  # input partitions assigned and restored
         self._admin = AdminClient(settings.librdkafka(**clients))
         self._delivery_errors: list[str] = []
@@ -575,6 +578,8 @@ class Worker:
             clock.lap("produce")
         self.changelog.record(outcome.user.writes)
         clock.lap("changelog")
+        self.monitor.after_batch(events, outcome.user)
+        clock.lap("monitor")
         crash_point("changelog")
         self.pipeline.commit(outcome, clock)
         for e in events:
@@ -598,6 +603,7 @@ class Worker:
         are erased too. The local erasure follows the transaction's commit (were it lost, the request
         replays and finds the users again)."""
         users = list(dict.fromkeys(u for _, u in requests))
+        self.monitor.forget(users)
         asked = {(user_partition_name(p), u.encode("utf-8")) for p, u in requests}
         present = present_users(self.engine.store, users)
         found: set[bytes] = set()
@@ -737,6 +743,7 @@ class Worker:
         record_log.warning("dead letter %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), kind)
 
     def _report_gauges(self) -> None:
+        self.monitor.report()
         store = self.engine.store
         self.hooks.on_state_bytes("users", store.approximate_bytes("users-"))
         self.hooks.on_state_bytes("items", store.approximate_bytes("items"))

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from engine.fold.context import HISTORY, UserContext, apply_event, context_copy, user_contexts
+from engine.fold.drift import interest_distance
 from engine.fold.explain import explain
 from engine.fold.items import ItemStage, ItemUpdates
 from engine.fold.online import Examples
@@ -80,6 +81,8 @@ class FoldResult:
     fold_seconds: float = 0.0
     examples: Examples | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per part of the fold
+    states: list[UserState] = field(default_factory=list)  # each recommendation's user, after the batch
+    drift: list[float] | None = None  # each one's interest drift distance (engine/fold/drift.py)
 
 
 class RoundObserver(Protocol):
@@ -152,6 +155,7 @@ class UserStage:
         self.profile_items = model.cfg.profile_items
         self.seq_len = min(model.cfg.seq_len, HISTORY)
         self.dim = model.cfg.dim
+        self.measure_drift = False  # fill FoldResult.drift
 
     @torch.no_grad()
     def fold(
@@ -169,12 +173,12 @@ class UserStage:
             return FoldResult([], [], None, {}, 0, n_skipped, time.perf_counter() - start)
         clock.lap("read_state")
         adv = self._advance(batch, observer, clock)
-        recs, arrivals, writes = self._emit(batch, adv.mem, clock)
+        recs, arrivals, writes, drift = self._emit(batch, adv.mem, clock)
         examples, updates = self._package(batch, adv)
         clock.lap("examples")
         return FoldResult(
             recs, arrivals, updates, writes, len(batch.events), n_skipped, time.perf_counter() - start,
-            examples, clock.seconds,
+            examples, clock.seconds, batch.states, drift,
         )
 
     # ---------------------------------------------------------------------------------------- steps
@@ -270,12 +274,15 @@ class UserStage:
 
     def _emit(
         self, b: FoldBatch, mem: Tensor, clock: StageClock
-    ) -> tuple[list[Recommendation], list[float], dict[str, _Batch]]:
-        """One recommendation per user, for their last event in this batch, and the users' new state."""
+    ) -> tuple[list[Recommendation], list[float], dict[str, _Batch], list[float] | None]:
+        """One recommendation per user, for their last event in this batch, the users' new state and,
+        with :attr:`measure_drift`, their interest drift distances."""
         top_scores, top_rows, ctx = self._top_k(mem, b.states)
         top_scores_l = top_scores.cpu().tolist()
         top_rows_l = top_rows.cpu().tolist()
         clock.lap("score")
+        drift = interest_distance(ctx).cpu().tolist() if self.measure_drift else None
+        clock.lap("drift")
         reasons = explain(self.table, ctx.hist_rows, top_rows)
         clock.lap("explain")
         first_of: dict[int, int] = {}  # slot → index of the user's first and last event in the batch
@@ -308,7 +315,7 @@ class UserStage:
                 u.encode("utf-8"), encode_user(st)
             )
         clock.lap("emit")
-        return recs, arrivals, writes
+        return recs, arrivals, writes, drift
 
     def _package(self, b: FoldBatch, adv: _Advanced) -> tuple[Examples | None, ItemUpdates]:
         """The batch's online-learning examples, in event order, and its item updates."""

@@ -1,7 +1,8 @@
 """Synthetic interaction logs with known, drifting user interests, for tests and experiments.
 
 Items are split into ``n_topics`` topics. Each user starts interested in one topic and, at a planted
-time, moves to another; each event picks an item from the current topic (popular items within a
+time, moves to another (a share ``drift_share`` of the users does; the others keep their topic); each
+event picks an item from the current topic (popular items within a
 topic more often) with probability ``focus``, otherwise any item.
 
 :func:`catalog_log` adds item text: a catalogue whose titles and descriptions are written from the
@@ -39,7 +40,7 @@ class DriftingLog:
     log: InteractionLog
     topic_of_item: dict[str, int]
     before: dict[str, int]  # user → topic before the drift
-    after: dict[str, int]  # user → topic after the drift
+    after: dict[str, int]  # user → topic after the drift (the same topic: no drift planted)
     drift_time: float
 
 
@@ -51,6 +52,7 @@ def drifting_log(
     drift_at: float = 0.5,
     focus: float = 0.9,
     seed: int = 0,
+    drift_share: float = 1.0,
 ) -> DriftingLog:
     rng = np.random.default_rng(seed)
     topic = np.arange(n_items) % n_topics
@@ -59,6 +61,9 @@ def drifting_log(
     within = [w / w.sum() for w in within]
     before = rng.integers(n_topics, size=n_users)
     after = (before + rng.integers(1, n_topics, size=n_users)) % n_topics  # always a different topic
+    if drift_share < 1.0:
+        stays = rng.random(n_users) >= drift_share
+        after = np.where(stays, before, after)
     n = n_users * events_per_user
     drift_time = drift_at * n
     users, items, ts = [], [], []

@@ -1,7 +1,8 @@
 """``tide``: the command line. Settings are read once from ``TIDE_*`` environment variables, here,
 and handed to the command; its flags override them (:func:`streams.cli.flags.with_flags`).
 
-Commands by theme: :mod:`~streams.cli.run` (broker, topics, worker, replay, forget, soak, demo),
+Commands by theme: :mod:`~streams.cli.run` (broker, topics, start, worker, item-stage,
+learner, replay, forget, soak, demo),
 :mod:`~streams.cli.data` (train, catalog, synthetic, encode-bench), :mod:`~streams.cli.evaluate` and
 :mod:`~streams.cli.bench`.
 """

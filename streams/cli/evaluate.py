@@ -182,8 +182,54 @@ def _events(value: str) -> int:
     return n
 
 
+def cmd_evaluate_drift(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.offline.drift_eval import detect_drifts, drift_distances
+    from engine.offline.synthetic import drifting_log
+    from engine.offline.train import TrainConfig, train
+
+    thresholds = [float(x) for x in args.thresholds.split(",")]
+    report: dict[str, Any] = {"chosen_on": "validation", "runs": []}
+    for split, seeds in (("validation", args.val_seeds), ("test", args.test_seeds)):
+        for seed in (int(x) for x in seeds.split(",")):
+            d = drifting_log(
+                n_users=args.users, events_per_user=args.events_per_user, drift_share=0.5, seed=seed
+            )
+            res = train(d.log, TrainConfig(epochs=args.epochs, seed=seed))
+            dist = drift_distances(res.model, res.item_ids, d)
+            for th in thresholds:
+                row = {"split": split, "seed": seed, **detect_drifts(d, dist, th).as_dict()}
+                report["runs"].append(row)
+                print(json.dumps(row))
+    val = [r for r in report["runs"] if r["split"] == "validation"]
+    # the threshold with the most hits at a false-alarm rate of at most 2%, on the validation seeds
+    ok = [th for th in thresholds
+          if max(r["false_alarm_rate"] for r in val if r["threshold"] == th) <= 0.02] or thresholds[-1:]
+    best = max(ok, key=lambda th: sum(r["hit_rate"] for r in val if r["threshold"] == th))
+    test = [r for r in report["runs"] if r["split"] == "test" and r["threshold"] == best]
+    report["threshold"] = best
+    report["test"] = {
+        k: sum(r[k] for r in test) / len(test) for k in ("hit_rate", "false_alarm_rate", "early_alarm_rate")
+    }
+    t = report["test"]
+    print(f"threshold {best} (validation seeds {args.val_seeds}); test seeds {args.test_seeds}: "
+          f"hit rate {t['hit_rate']:.3f}, false-alarm rate {t['false_alarm_rate']:.3f}, "
+          f"early alarms {t['early_alarm_rate']:.3f}")
+    return 0
+
+
 def add_commands(sub: Any, settings: Settings) -> None:
-    """``evaluate``."""
+    """``evaluate``, ``evaluate-drift``."""
+    dr = sub.add_parser(
+        "evaluate-drift",
+        help="interest-drift detection on synthetic logs with planted drifts: hit and false-alarm rates",
+    )
+    dr.add_argument("--thresholds", default="0.3,0.35,0.4,0.45,0.5,0.55,0.6")
+    dr.add_argument("--val-seeds", default="0", help="seeds of the logs the threshold is chosen on")
+    dr.add_argument("--test-seeds", default="1,2", help="seeds of the logs it is reported on")
+    dr.add_argument("--users", type=int, default=200, help="users per log (half of them drift)")
+    dr.add_argument("--events-per-user", type=int, default=40)
+    dr.add_argument("--epochs", type=int, default=2)
+    dr.set_defaults(func=cmd_evaluate_drift)
     e = sub.add_parser(
         "evaluate",
         help="train on a protocol's training split, stream the rest through the fold, rank every next item",

@@ -1,11 +1,13 @@
-"""``tide broker``, ``topics``, ``worker``, ``item-stage``, ``learner``, ``replay``, ``forget``, ``soak`` and
-``demo``: the commands that run against a broker."""
+"""``tide broker``, ``topics``, ``start``, ``worker``, ``item-stage``, ``learner``, ``replay``, ``forget``,
+``soak`` and ``demo``: the commands that run against a broker."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,23 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     create_topics(settings.bootstrap_servers, specs, admin_conf=settings.librdkafka())
     print("topics ready: " + ", ".join(f"{s.name} ({s.partitions})" for s in specs))
     return 0
+
+
+def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the missing topics, find or train the checkpoint, then become ``tide ROLE``."""
+    from streams.deploy import FirstCheckpoint, create_missing_topics, ensure_checkpoint, role_argv
+
+    # A container's first process ignores a signal it has no handler for: stop on SIGTERM while training.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    settings = with_flags(settings, bootstrap_servers=args.bootstrap)
+    if not args.no_topics:
+        create_missing_topics(settings)
+    first = FirstCheckpoint(data=args.data, epochs=args.epochs)
+    path, trained = ensure_checkpoint(settings, first)
+    print(f"checkpoint {path}{' (trained now)' if trained else ''}; starting tide {args.role}", flush=True)
+    argv = role_argv(args.role, args.log_level, args.bootstrap)
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -157,7 +176,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_cluster_commands(sub: Any, settings: Settings) -> None:
-    """``broker`` and ``topics``."""
+    """``broker``, ``topics`` and ``start``."""
     b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (loopback) with TIDE's topics")
     b.add_argument("--port", type=int, default=0, help="0 = a free port")
     b.add_argument("--partitions", type=int, default=settings.partitions)
@@ -166,6 +185,29 @@ def add_cluster_commands(sub: Any, settings: Settings) -> None:
     tp = sub.add_parser("topics", help="create TIDE's topics on the configured cluster (idempotent)")
     tp.add_argument("--bootstrap", default=None)
     tp.set_defaults(func=cmd_topics)
+
+    _add_start(sub)
+
+
+def _add_start(sub: Any) -> None:
+    from streams.deploy import ROLES, FirstCheckpoint
+
+    d = option_defaults(FirstCheckpoint)
+    st = sub.add_parser(
+        "start",
+        help="what a container runs: create missing topics, use the checkpoint or train one, then run ROLE",
+    )
+    st.add_argument("role", choices=ROLES, help="the command to become")
+    st.add_argument("--bootstrap", default=None)
+    st.add_argument(
+        "--data", type=Path, default=d["data"],
+        help="CSV log to train on when there is no checkpoint; default: a synthetic log",
+    )
+    st.add_argument("--epochs", type=int, default=d["epochs"], help="epochs when training")
+    st.add_argument(
+        "--no-topics", action="store_true", help="create no topics (they exist, or no rights to create them)"
+    )
+    st.set_defaults(func=cmd_start)
 
 
 def add_stream_commands(sub: Any, settings: Settings) -> None:

@@ -69,6 +69,7 @@ def test_user_answers_the_stored_state_and_where_it_lives(views):
         200,
         {
             "user_id": "alice",
+            "served_by": "http://127.0.0.1:6066",
             "partition": 1,
             "last_applied_offset": 41,
             "last_event_time": VIEW_LAST_T,
@@ -101,7 +102,7 @@ def test_recommendations_default_to_the_worker_top_k_at_now(views):
     before = time.time()
     status, body = run(views.recommendations("alice", {}))
     after = time.time()
-    assert status == 200 and set(body) == {"user_id", "at", "model_version", "items"}
+    assert status == 200 and set(body) == {"user_id", "served_by", "at", "model_version", "items"}
     assert body["user_id"] == "alice" and body["model_version"] == views.engine.checkpoint.version
     assert before <= body["at"] <= after  # ``at`` defaults to the time of the request
     assert len(body["items"]) == views.settings.top_k == 5
@@ -253,3 +254,104 @@ def test_views_never_wait_for_the_engine_on_the_event_loop(views):
     status, body = run(scenario())
     assert status == 200 and len(body["items"]) == 5 and released.is_set()
     assert np.isfinite([i["score"] for i in body["items"]]).all()
+
+
+# --- /ready
+
+
+def test_ready_only_while_healthy_with_partitions(views):
+    assert run(views.ready()) == (
+        200, {"ready": True, "status": "ok", "partitions": [0, 1], "url": "http://127.0.0.1:6066"}
+    )
+    views.worker.status = "degraded"
+    assert run(views.ready())[0] == 503
+
+
+# --- /users/{id}/trajectory
+
+
+def test_trajectory_follows_the_history_oldest_first(views):
+    code, body = run(views.trajectory("alice"))
+    assert code == 200
+    points = body["points"]
+    assert [p["item_id"] for p in points] == VIEW_ITEMS[:6]
+    assert [p["time"] for p in points] == [VIEW_LAST_T - 5 + k for k in range(6)]
+    assert points[-1]["interest"] == ["i5", "i4", "i3"]  # the most recent weigh most
+    assert points[0]["interest"] == ["i0"]
+    assert all(0.0 <= p["distance"] <= 1.0 for p in points)
+    assert run(views.trajectory("nobody"))[0] == 404
+    assert run(views.trajectory(""))[0] == 400
+
+
+# --- /items/{id}/similar
+
+
+def test_similar_items_are_the_nearest_by_cosine_without_the_item_itself(views):
+    code, body = run(views.similar("i3", {"k": "4"}))
+    assert code == 200
+    table = views.engine.users.table
+    vec = table.vectors().float()
+    vec = vec / vec.norm(dim=1, keepdim=True)
+    sims = (vec @ vec[table.index["i3"]]).tolist()
+    expected = sorted((i for i in VIEW_ITEMS if i != "i3"), key=lambda i: -sims[table.index[i]])[:4]
+    assert [i["item_id"] for i in body["items"]] == expected
+    assert all(i["reason"].startswith("close in the model's item space (cosine ") for i in body["items"])
+    assert run(views.similar("unknown-item", {}))[0] == 404
+    assert run(views.similar("i3", {"k": "0"})) == (400, {"error": K_ERROR})
+
+
+# --- routing to the worker that holds the user
+
+
+class _Directory:
+    def __init__(self, peers):  # type: ignore[no-untyped-def]
+        self._peers = peers
+
+    def peers(self):  # type: ignore[no-untyped-def]
+        return self._peers
+
+
+def test_a_user_held_elsewhere_is_answered_by_that_worker(views):
+    from aiohttp import web
+
+    from streams.fleet import Member
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        seen = []
+
+        async def owner(request):  # type: ignore[no-untyped-def]
+            seen.append((request.path_qs, request.headers.get("X-Tide-Forwarded")))
+            if request.match_info["user"] == "bob":
+                return web.json_response({"user_id": "bob", "served_by": "peer"})
+            return web.json_response({"error": "unknown user"}, status=404)
+
+        app = web.Application()
+        app.router.add_get("/users/{user}", owner)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        views.directory = _Directory([
+            Member("w-2", f"http://127.0.0.1:{port}", (2,), time.time()),
+            Member("w-3", "http://127.0.0.1:9", (3,), time.time()),  # nobody listens: unreachable
+        ])
+        try:
+            local = await views.user("bob")
+            found = await views.routed(local, "/users/bob", forwarded=False)
+            missing = await views.routed(await views.user("carol"), "/users/carol", forwarded=False)
+            asked_only_here = await views.routed(await views.user("bob"), "/users/bob", forwarded=True)
+            here = await views.routed(await views.user("alice"), "/users/alice", forwarded=False)
+        finally:
+            await views.close()
+            await runner.cleanup()
+        return local, found, missing, asked_only_here, here, seen
+
+    local, found, missing, asked_only_here, here, seen = run(scenario())
+    assert local[0] == 404
+    assert found == (200, {"user_id": "bob", "served_by": "peer"})
+    assert missing[0] == 404 and missing[1]["workers_asked"] == 3
+    assert missing[1]["unreachable"] == ["http://127.0.0.1:9"]
+    assert asked_only_here[0] == 404  # a forwarded request is answered from this worker only
+    assert here[1]["served_by"] == "http://127.0.0.1:6066"
+    assert seen == [("/users/bob", "1"), ("/users/carol", "1")]
