@@ -10,7 +10,9 @@
 5. stop everything and print events in/out, events/s, latency, and Recall@k and MRR@k of those same
    recommendations against each user's next true item (k = top_k; a next item outside the top k counts 0),
    beside the recency-frequency baseline and the offline evaluator at the same points with the same cut,
-   and three users' top-10 lists.
+   and three users' top-10 lists;
+6. beside them, the workers' live-quality gauges (engine/quality.py) as scraped from ``/metrics`` at
+   the end, and the same figures recomputed from the lists the reader received, over the same window.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.catalog.alignment import fit_alignment
 from engine.catalog.knowledge import Catalog
@@ -31,6 +35,7 @@ from engine.offline.baselines import RecencyFrequency
 from engine.offline.data import InteractionLog, read_catalog, read_csv
 from engine.offline.evaluation import evaluate_stream, next_items, ranking_metrics
 from engine.offline.train import TrainConfig, train
+from engine.quality import LiveQuality, QualitySnapshot
 from schemas import Recommendation
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, free_port
@@ -69,6 +74,7 @@ class _Streamed:
     recs: dict[int, tuple[Recommendation, float]]  # log row → its recommendation and Kafka timestamp (s)
     n_records: int  # every recommendation read, matched to a row or not
     t_start: float  # wall clock (s) when the fast phase began
+    live: dict[str, float]  # the workers' live-quality gauges and drift count at the end
 
 
 def run_demo(opts: DemoOptions) -> int:
@@ -146,13 +152,41 @@ def _stream(opts: DemoOptions, log: InteractionLog, n_train: int, settings: Sett
         b = replay(conf, topic, log, start=n_train, rate=opts.rate, time_offset=base_time)
         if not reader.wait_for(_last_sources(log.users[n_train:], b.partitions, b.offsets), opts.timeout_s):
             print("[demo] warning: not every user's last event got its recommendation before the timeout")
+        time.sleep(GAUGE_REFRESH_S)  # the workers report their gauges every 5 s
+        live = _live_gauges([w.web_port for w in workers])
     finally:
         for proc in procs:
             stop_worker(proc)
         reader.stop()
         for f in files:
             f.close()
-    return _Streamed(a, b, _by_row(reader.records, a, b), len(reader.records), t_a)
+    return _Streamed(a, b, _by_row(reader.records, a, b), len(reader.records), t_a, live)
+
+
+#: the interval at which a worker updates its live-quality gauges, and a second more
+GAUGE_REFRESH_S = 6.0
+_LIVE = ("judged_events", "recall_ratio", "mrr_ratio", "coverage_ratio", "intra_list_distance",
+         "exposure_gini_ratio")
+
+
+def _live_gauges(ports: Sequence[int]) -> dict[str, float]:
+    """The workers' live-quality gauges, averaged weighted by the events each judged, and the drifts
+    they reported, from their ``/metrics``."""
+    per_worker = []
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        samples = {
+            sm.name: sm.value for fam in text_string_to_metric_families(text) for sm in fam.samples
+        }
+        per_worker.append({
+            **{g: samples.get(f"tide_live_{g}", float("nan")) for g in _LIVE},
+            "drifts": samples.get("tide_interest_drifts_total", 0.0),
+        })
+    judged = np.array([w["judged_events"] for w in per_worker])
+    weights = judged / judged.sum() if judged.sum() > 0 else np.full(len(judged), 1 / len(judged))
+    out = {g: float(sum(wt * w[g] for wt, w in zip(weights, per_worker))) for g in _LIVE[1:]}
+    return out | {"judged_events": float(judged.sum()), "drifts": sum(w["drifts"] for w in per_worker)}
 
 
 def _worker_settings(settings: Settings, k: int, n: int) -> Settings:
@@ -260,11 +294,41 @@ def _report(
     print(f"accuracy on the held-out 20% ({acc['model']['n']:,} recommendations; rank of the next true item "
           f"among {len(set(items)):,}, 0 beyond {k}):")
     _print_accuracy(acc, k)
+    _print_live(s.live, _replayed_quality(users, items, lists, settings), settings)
     print("three users' top-10:")
     for row in sorted(s.recs, reverse=True)[:3]:
         rec = s.recs[row][0]
         top = ", ".join(i.item_id for i in rec.items[:10])
         print(f"  user {rec.user_id} (after item {items[row]}): {top}")
+
+
+def _replayed_quality(
+    users: Sequence[str], items: Sequence[str], lists: dict[int, list[str]], settings: Settings
+) -> QualitySnapshot:
+    """engine/quality.py's figures from the lists the reader received, in log order: each event judged
+    against the last list its user received before it, over the same window as the gauges."""
+    q = LiveQuality(k=min(10, settings.top_k), window=settings.quality_window)
+    for e, (u, i) in enumerate(zip(users, items)):
+        q.judge([u], [i])
+        if e in lists:
+            q.record([u], [lists[e]])
+    return q.snapshot(len(set(items)))
+
+
+def _print_live(live: dict[str, float], replayed: QualitySnapshot, settings: Settings) -> None:
+    k, w = min(10, settings.top_k), settings.quality_window
+    print(f"live quality (last {w:,} events and recommendations; engine/quality.py's definitions):")
+    rows = [
+        ("worker gauges (/metrics)", live["recall_ratio"], live["mrr_ratio"], live["coverage_ratio"],
+         live["intra_list_distance"], live["exposure_gini_ratio"]),
+        ("from the lists received", replayed.recall, replayed.mrr, replayed.coverage, float("nan"),
+         replayed.exposure_gini),
+    ]
+    for label, recall, mrr, coverage, ild, gini in rows:
+        ild_text = f"{ild:.3f}" if np.isfinite(ild) else "  —  "
+        print(f"  {label:<28} Recall@{k} {recall:.3f}   MRR@{k} {mrr:.3f}   coverage {coverage:.3f}   "
+              f"intra-list distance {ild_text}   exposure Gini {gini:.3f}")
+    print(f"interest drifts reported  {live['drifts']:>10,.0f}   (on tide.interest-drift)")
 
 
 def _print_accuracy(acc: dict[str, dict[str, float]], k: int) -> None:

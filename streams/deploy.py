@@ -49,14 +49,19 @@ class FirstCheckpoint:
     events_per_user: int = 30
 
 
-def create_missing_topics(settings: Settings) -> None:
-    """``tide topics``: create the topics that do not exist; fail if one exists with other partitions."""
+def create_missing_topics(settings: Settings, replication_factor: int = -1) -> None:
+    """Create the topics that do not exist; fail if one exists with other partitions. A replication
+    factor of -1 is the cluster's ``default.replication.factor`` (Kafka 2.4 and later)."""
     from streams.admin import create_topics
     from streams.topics import topic_specs
 
     specs = topic_specs(settings)
     create_topics(
-        settings.bootstrap_servers, specs, timeout_s=settings.wait_s(), admin_conf=settings.librdkafka()
+        settings.bootstrap_servers,
+        specs,
+        timeout_s=settings.wait_s(),
+        admin_conf=settings.librdkafka(),
+        replication_factor=replication_factor,
     )
     logger.info("topics ready: %s", ", ".join(f"{s.name} ({s.partitions})" for s in specs))
 
@@ -114,11 +119,13 @@ def _train(directory: Path, first: FirstCheckpoint) -> Path:
         logger.warning(
             "no checkpoint in %s and no log to train on: training on a synthetic log, whose items are not"
             " your catalogue's; train on your own log (`tide train --data LOG --out %s`) and restart",
-            directory, directory,
+            directory,
+            directory,
         )
     cfg = TrainConfig(epochs=first.epochs, seed=first.seed)
-    logger.info("no checkpoint in %s: training on %s, %d events, %d epochs", directory, source, len(log),
-                cfg.epochs)
+    logger.info(
+        "no checkpoint in %s: training on %s, %d events, %d epochs", directory, source, len(log), cfg.epochs
+    )
     res = train(log, cfg)
     path = save_checkpoint(directory, res.model, res.item_ids, res.meta(cfg) | {"data": source})
     logger.info("trained %s in %.1fs", path.name, res.seconds)

@@ -1,7 +1,7 @@
 """Which worker holds which input partitions, so any worker's query API can answer for any user.
 
 Every worker publishes its web URL and the input partitions it holds (assigned and restored) to the
-compacted ``tide.workers`` topic (key = worker id) whenever they change and every
+compacted ``tide.workers`` topic (key = group and worker id) whenever they change and every
 :data:`HEARTBEAT_S`, and reads everyone's entries back. A request for a user this worker does not
 hold is sent on to the workers that hold partitions (streams/views.py): the group's assignment, as
 its members publish it. (Kafka's DescribeGroups would give the same assignment without a topic, but
@@ -35,6 +35,7 @@ _POLL_S = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    group_id: str  # the worker group: deployments that share the topic keep to their own
     worker_id: str
     url: str
     partitions: tuple[int, ...]
@@ -61,7 +62,7 @@ class Directory:
         self.worker_id = settings.transactional_id()
         self.url = advertised_url(settings)
         self._owned = owned
-        self._members: dict[str, Member] = {}
+        self._members: dict[tuple[str, str], Member] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -81,7 +82,8 @@ class Directory:
         with self._lock:
             return [
                 m for m in self._members.values()
-                if m.worker_id != self.worker_id and m.partitions and now - m.at < STALE_S
+                if m.group_id == self.settings.group_id and m.worker_id != self.worker_id and m.partitions
+                and now - m.at < STALE_S
             ]
 
     def _run(self) -> None:
@@ -108,8 +110,12 @@ class Directory:
             consumer.close()
 
     def _publish(self, producer: Producer, owned: tuple[int, ...]) -> None:
-        entry = {"worker_id": self.worker_id, "url": self.url, "partitions": list(owned), "at": time.time()}
-        producer.produce(self.topic, orjson.dumps(entry), self.worker_id.encode("utf-8"))
+        entry = {
+            "group_id": self.settings.group_id, "worker_id": self.worker_id, "url": self.url,
+            "partitions": list(owned), "at": time.time(),
+        }
+        key = f"{self.settings.group_id}/{self.worker_id}".encode()
+        producer.produce(self.topic, orjson.dumps(entry), key)
         producer.poll(0)
 
     def _read(self, msg: object) -> None:
@@ -124,9 +130,9 @@ class Directory:
         try:
             e = orjson.loads(value)
             parts = tuple(int(p) for p in e["partitions"])
-            m = Member(str(e["worker_id"]), str(e["url"]), parts, float(e["at"]))
+            m = Member(str(e["group_id"]), str(e["worker_id"]), str(e["url"]), parts, float(e["at"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("worker directory: an entry that is not a worker's, skipped")
             return
         with self._lock:
-            self._members[m.worker_id] = m
+            self._members[(m.group_id, m.worker_id)] = m

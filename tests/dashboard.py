@@ -35,11 +35,13 @@ COMPOSE = ROOT / "docker" / "docker-compose.yml"
 
 #: the width in pixels that a panel spanning all 24 grid columns has on a 1080p screen
 DASHBOARD_WIDTH_PX = 1920
+# fmt: off
 #: the steps Grafana rounds an interval to (seconds); the smallest at or above the exact interval is taken
 _TIDY_STEPS_S = (
     0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 1200, 1800,
     3600, 7200, 10800, 21600, 43200, 86400,
 )
+# fmt: on
 _UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 # $name, ${name}, ${name:format}, [[name]]
@@ -159,7 +161,13 @@ def queries(board: dict[str, Any], scrape_interval_s: float) -> list[Query]:
                 "__range_ms": str(round(range_s * 1000)),
             }
             out.append(
-                Query(p["id"], p.get("title", ""), t.get("refId", ""), t["expr"],
-                      _substitute(t["expr"], values), interval)
+                Query(
+                    p["id"],
+                    p.get("title", ""),
+                    t.get("refId", ""),
+                    t["expr"],
+                    _substitute(t["expr"], values),
+                    interval,
+                )
             )
     return out

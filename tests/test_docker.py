@@ -1,13 +1,16 @@
 """docker/: the Compose file, Prometheus's configuration and the Dockerfile, read as files (no Docker
 engine) and checked against each other and against the code: services and volumes named exist, the
 TIDE_* variables are settings with valid values, commands are the CLI's, workers listen where Prometheus
-scrapes them, the fleet shares one checkpoint volume and nothing else, and the image holds what
-pyproject.toml packages. tests/streams/test_dashboard.py checks Grafana's provisioning."""
+scrapes them, Grafana's data source is the Prometheus service, no host port is published twice, the
+fleet shares one checkpoint volume and nothing else, the image holds what pyproject.toml packages, and
+docker/README.md names only settings and lists every topic.
+tests/streams/test_dashboard.py checks Grafana's dashboards and their provider."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,11 +23,13 @@ import yaml
 
 from streams.cli import build_parser
 from streams.config import Settings, markdown
+from streams.topics import topic_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
 PROMETHEUS = DOCKER / "prometheus.yml"
+README = DOCKER / "README.md"
 DOCKERFILE = DOCKER / "Dockerfile"
 TIDE_VARIABLES = {line.split("`")[1] for line in markdown().splitlines() if line.startswith("| `TIDE_")}
 #: what the image's processes read besides TIDE_* (Python's own)
@@ -202,6 +207,7 @@ def test_workers_listen_where_prometheus_scrapes_them(settings_of) -> None:
     for name in workers:
         s = settings_of(name)
         assert s.web_host == "0.0.0.0", f"{name} listens on {s.web_host}: Prometheus cannot reach it"
+        assert s.web_url == f"http://{name}:{s.web_port}", f"{name}: other workers reach it at {s.web_url}"
         published = _ports(SERVICES[name])
         assert s.web_port in {c for _, c in published}, f"{name} on {s.web_port}; publishes {published}"
         assert s.web_port in exposed, f"the image exposes {exposed}, {name} listens on {s.web_port}"
@@ -234,6 +240,24 @@ def test_the_fleet_shares_its_checkpoints_and_settings_but_not_state(settings_of
     assert len(shared) == 1, f"the TIDE services disagree on cluster, group, partitions or stages: {shared}"
 
 
+def test_host_ports_are_published_once_and_grafana_reaches_prometheus() -> None:
+    published = [host for s in SERVICES.values() for host, _ in _ports(s)]
+    assert len(published) == len(set(published)), f"a host port published twice: {sorted(published)}"
+    sources = [
+        source
+        for f in sorted((DOCKER / "grafana-provisioning" / "datasources").glob("*.yml"))
+        for source in _yaml(f)["datasources"]
+    ]
+    assert sources, "no Grafana data source provisioned"
+    for source in sources:
+        host, _, port = source["url"].removeprefix("http://").rstrip("/").partition(":")
+        assert host in SERVICES, f"data source {source['name']}: {host} is not a service"
+        # inside the Compose network a service is reached on its container port
+        served = {c for _, c in _ports(SERVICES[host])}
+        assert int(port) in served, f"{source['url']}: {host} serves {sorted(served)}"
+    assert "prometheus" in _depends_on(SERVICES["grafana"])
+
+
 def test_the_bootstrap_servers_are_kafkas_advertised_listener() -> None:
     listeners = _env(SERVICES["kafka"])["KAFKA_ADVERTISED_LISTENERS"].split(",")
     advertised = {listener.split("://")[1] for listener in listeners}
@@ -259,3 +283,13 @@ def test_the_image_holds_what_pyproject_packages() -> None:
     assert packages | {"pyproject.toml", project["project"]["readme"]} <= copied, (
         f"pyproject.toml packages {sorted(packages)}; the image copies {sorted(copied)}"
     )
+
+
+def test_the_readme_names_settings_and_every_topic() -> None:
+    text = README.read_text()
+    named = set(re.findall(r"TIDE_[A-Z_]*[A-Z]", text)) - {"TIDE_TOPIC"}  # TIDE_TOPIC_<NAME> stands for all
+    unknown = sorted(named - TIDE_VARIABLES)
+    assert not unknown, f"docker/README.md names variables that are no settings: {unknown}"
+    assert {"TIDE_SECURITY_PROTOCOL", "TIDE_SASL_PASSWORD", "TIDE_SSL_CA_LOCATION"} <= named
+    missing = sorted(s.name for s in topic_specs(Settings()) if f"`{s.name}`" not in text)
+    assert not missing, f"docker/README.md does not list the topics {missing}"

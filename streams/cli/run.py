@@ -55,7 +55,7 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     settings = with_flags(settings, bootstrap_servers=args.bootstrap)
     if not args.no_topics:
-        create_missing_topics(settings)
+        create_missing_topics(settings, args.replication_factor)
     first = FirstCheckpoint(data=args.data, epochs=args.epochs)
     path, trained = ensure_checkpoint(settings, first)
     print(f"checkpoint {path}{' (trained now)' if trained else ''}; starting tide {args.role}", flush=True)
@@ -200,12 +200,20 @@ def _add_start(sub: Any) -> None:
     st.add_argument("role", choices=ROLES, help="the command to become")
     st.add_argument("--bootstrap", default=None)
     st.add_argument(
-        "--data", type=Path, default=d["data"],
+        "--data",
+        type=Path,
+        default=d["data"],
         help="CSV log to train on when there is no checkpoint; default: a synthetic log",
     )
     st.add_argument("--epochs", type=int, default=d["epochs"], help="epochs when training")
     st.add_argument(
         "--no-topics", action="store_true", help="create no topics (they exist, or no rights to create them)"
+    )
+    st.add_argument(
+        "--replication-factor",
+        type=int,
+        default=-1,
+        help="of the topics it creates; default -1: the cluster's default.replication.factor",
     )
     st.set_defaults(func=cmd_start)
 

@@ -67,6 +67,5 @@ def test_live_lists_are_bounded_and_forgotten_users_are_not_judged():
 
 def test_an_empty_window_reports_nan():
     snap = LiveQuality().snapshot(5)
-    assert snap.judged == 0 and all(
-        np.isnan(x) for x in (snap.recall, snap.mrr, snap.coverage, snap.intra_list_distance, snap.exposure_gini)
-    )
+    figures = (snap.recall, snap.mrr, snap.coverage, snap.intra_list_distance, snap.exposure_gini)
+    assert snap.judged == 0 and all(np.isnan(x) for x in figures)

@@ -86,6 +86,8 @@ def settings(embedded_broker: EmbeddedBroker, checkpoint_dir: Path, tmp_path: Pa
         item_vectors=f"it{n}.item-vectors",
         items=f"it{n}.items",
         dlq=f"it{n}.dlq",
+        interest_drift=f"it{n}.interest-drift",
+        workers=f"it{n}.workers",
     )
     s = Settings(
         bootstrap_servers=embedded_broker.bootstrap_servers,

@@ -142,7 +142,7 @@ def _answered(settings, topic: str, events, delivered) -> tuple[int, int]:
 def test_repeated_sigkill_loses_nothing_and_folds_nothing_twice(settings, capsys):
     base = fresh_topics(settings, "crash", partitions=1, batch_max_events=1, session_timeout_ms=1000,
                         online_learning=False, catalog_stage=False)
-    events = synthetic_events(n_users=20, per_user=15)  # 300 events; the kills before the last start fold ~130
+    events = synthetic_events(n_users=20, per_user=15)  # 300 events; ~130 folded before the last start
     delivered = produce_events(base, events)
     ref_kw, kw, report = _reference_and_crashed(base, len(events), OFFLINE_KILLS, seed=7)
     assert report["killed"] == len(OFFLINE_KILLS)  # every crash point, and the kill from outside

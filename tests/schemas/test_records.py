@@ -10,6 +10,7 @@ from schemas import (
     MAX_DEAD_LETTER_ORIGINAL_BYTES,
     DeadLetter,
     Interaction,
+    InterestDrift,
     Item,
     ItemVector,
     Limits,
@@ -173,6 +174,16 @@ def test_dead_letter_and_item_vector_match_schemas():
     _validator("dead_letter.v1").validate(json.loads(dl.to_json()))
     iv = ItemVector("a", (0.1, 0.2), 1.0, "m")
     _validator("item_vector.v1").validate(json.loads(iv.to_json()))
+
+
+def test_interest_drift_matches_its_schema():
+    drift = InterestDrift("u1", 5.0, 0.62, 0.45, ("a", "b"), ("c",), "m1", SourceRef("t", 1, 9, 5.0))
+    body = json.loads(drift.to_json())
+    _validator("interest_drift.v1").validate(body)
+    assert set(load_schema("interest_drift.v1")["required"]) - {"schema_version"} <= set(
+        InterestDrift.__dataclass_fields__
+    )
+    assert not _validator("interest_drift.v1").is_valid({**body, "before": "a"})
 
 
 def test_item_schema_accepts_what_items_write_and_rejects_what_decode_item_rejects():

@@ -100,8 +100,10 @@ def test_every_data_source_reference_resolves_to_the_provisioned_one(name):
         m = _VARIABLE.match(ref)
         if m:
             var = variables.get(m.group(1))
-            return var is not None and var["type"] == "datasource" and any(
-                s["type"] == var["query"] for s in sources
+            return (
+                var is not None
+                and var["type"] == "datasource"
+                and any(s["type"] == var["query"] for s in sources)
             )
         return any(ref in (s["uid"], s["name"]) for s in sources)
 
@@ -113,7 +115,8 @@ def test_every_data_source_reference_resolves_to_the_provisioned_one(name):
             bad.append(f"panel {p['id']} {p.get('title')!r}: {p.get('datasource')}")
         bad.extend(
             f"panel {p['id']} {p.get('title')!r}, target {t.get('refId')}: {t['datasource']}"
-            for t in p["targets"] if "datasource" in t and not resolves(t["datasource"])
+            for t in p["targets"]
+            if "datasource" in t and not resolves(t["datasource"])
         )
     assert not bad, f"{name}: data sources that are not provisioned:\n" + "\n".join(bad)
 
@@ -121,7 +124,8 @@ def test_every_data_source_reference_resolves_to_the_provisioned_one(name):
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_every_numeric_panel_has_a_unit(name):
     missing = [
-        f"panel {p['id']} {p.get('title')!r} ({p['type']})" for p in panels(BOARDS[name])
+        f"panel {p['id']} {p.get('title')!r} ({p['type']})"
+        for p in panels(BOARDS[name])
         if p["type"] not in _NOT_NUMERIC and not p.get("fieldConfig", {}).get("defaults", {}).get("unit")
     ]
     assert not missing, f"{name}: no unit (fieldConfig.defaults.unit):\n" + "\n".join(missing)
@@ -140,3 +144,30 @@ def test_queries_use_only_exported_metrics_and_known_variables(name):
             if base not in METRIC_NAMES:
                 bad.append(f"{metric} is not exported by streams/metrics.py: {q}")
     assert not bad, f"{name}:\n" + "\n".join(bad)
+
+
+# what the worker watches in its own output (streams/monitor.py), each of which the dashboard must show
+LIVE_QUALITY = (
+    "tide_live_recall_ratio",
+    "tide_live_mrr_ratio",
+    "tide_live_coverage_ratio",
+    "tide_live_intra_list_distance",
+    "tide_live_exposure_gini_ratio",
+    "tide_live_judged_events",
+)
+DRIFTS = "tide_interest_drifts_total"
+
+
+def test_the_worker_dashboard_shows_live_quality_and_drifts_per_minute():
+    found = queries(BOARDS["tide-worker.json"], scrape_interval_s=15)
+    shown = {m for q in found for m in re.findall(r"\btide_[a-z_]+", q.promql)}
+    assert not set(LIVE_QUALITY) - shown, f"no panel shows {sorted(set(LIVE_QUALITY) - shown)}"
+    drift = [q for q in found if DRIFTS in q.promql]
+    assert drift, f"no panel shows {DRIFTS}"
+    # a counter is shown as a rate; per minute, as the panel's unit says
+    per_minute = re.compile(rf"rate\({DRIFTS}\[[^\]]+\]\)\)?\s*\*\s*60\b")
+    units = {
+        p["id"]: p.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        for p in panels(BOARDS["tide-worker.json"])
+    }
+    assert all(per_minute.search(q.promql) and units[q.panel_id] == "opm" for q in drift), drift

@@ -1,7 +1,10 @@
 """Prometheus metrics: series at zero, and the hooks feeding them (the dashboard: test_dashboard.py)."""
 
+import math
+
 from prometheus_client import CollectorRegistry, generate_latest
 
+from engine.quality import QualitySnapshot
 from streams.metrics import DLQ_REASONS, METRIC_NAMES, Metrics
 
 
@@ -63,3 +66,20 @@ def test_fault_and_removal_series():
     m.on_online_error()
     assert v("tide_broker_up") == 1 and v("tide_users_removed_total", {"reason": "expired"}) == 3
     assert v("tide_users_removed_total", {"reason": "deleted"}) == 1 and v("tide_online_errors_total") == 1
+
+
+def test_live_quality_and_drift_series():
+    reg = CollectorRegistry()
+    m = Metrics(reg)
+    v = reg.get_sample_value
+    assert v("tide_interest_drifts_total") == 0 and v("tide_live_judged_events") == 0
+    nan = float("nan")
+    m.on_quality(QualitySnapshot(0, nan, nan, 0, nan, nan, nan))  # nothing judged yet: NaN, not 0
+    assert math.isnan(v("tide_live_recall_ratio")) and math.isnan(v("tide_live_exposure_gini_ratio"))
+    m.on_quality(QualitySnapshot(120, 0.25, 0.125, 40, 0.5, 0.75, 0.3))
+    m.on_drifts(2)
+    m.on_drifts(1)
+    assert v("tide_live_judged_events") == 120
+    assert v("tide_live_recall_ratio") == 0.25 and v("tide_live_mrr_ratio") == 0.125
+    assert v("tide_live_coverage_ratio") == 0.5 and v("tide_live_intra_list_distance") == 0.75
+    assert v("tide_live_exposure_gini_ratio") == 0.3 and v("tide_interest_drifts_total") == 3

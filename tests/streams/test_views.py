@@ -14,7 +14,7 @@ import pytest
 
 from engine.state.codec import decode_user
 from streams.views import MAX_AT_AHEAD_S, MAX_K, MAX_PENDING, Views
-from tests.streams.conftest import VIEW_ITEMS, VIEW_LAST_T
+from tests.streams.conftest import VIEW_ITEMS, VIEW_LAST_T, VIEW_USERS
 
 K_ERROR = f"k must be an integer from 1 to {MAX_K}"
 AT_NOT_A_NUMBER = "at must be a number: epoch seconds"
@@ -333,8 +333,8 @@ def test_a_user_held_elsewhere_is_answered_by_that_worker(views):
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         views.directory = _Directory([
-            Member("w-2", f"http://127.0.0.1:{port}", (2,), time.time()),
-            Member("w-3", "http://127.0.0.1:9", (3,), time.time()),  # nobody listens: unreachable
+            Member("g", "w-2", f"http://127.0.0.1:{port}", (2,), time.time()),
+            Member("g", "w-3", "http://127.0.0.1:9", (3,), time.time()),  # nobody listens: unreachable
         ])
         try:
             local = await views.user("bob")
@@ -355,3 +355,36 @@ def test_a_user_held_elsewhere_is_answered_by_that_worker(views):
     assert asked_only_here[0] == 404  # a forwarded request is answered from this worker only
     assert here[1]["served_by"] == "http://127.0.0.1:6066"
     assert seen == [("/users/bob", "1"), ("/users/carol", "1")]
+
+
+# --- the answers against the OpenAPI document
+
+
+def test_every_answer_is_what_the_openapi_document_says(views):
+    from tests.openapi import check_answer
+
+    user = VIEW_USERS[0][0]
+    asked = [
+        ("/health", views.health()),
+        ("/ready", views.ready()),
+        (f"/users/{user}", views.user(user)),
+        ("/users/nobody", views.user("nobody")),
+        ("/users/%00", views.user("\x00")),
+        (f"/users/{user}/recommendations", views.recommendations(user, {"k": "3"})),
+        (f"/users/{user}/recommendations", views.recommendations(user, {"k": "zero"})),
+        ("/users/nobody/recommendations", views.recommendations("nobody", {})),
+        (f"/users/{user}/trajectory", views.trajectory(user)),
+        ("/users/nobody/trajectory", views.trajectory("nobody")),
+        ("/items/i3/similar", views.similar("i3", {"k": "4"})),
+        ("/items/nothing/similar", views.similar("nothing", {})),
+        ("/items/i3/similar", views.similar("i3", {"k": "-1"})),
+    ]
+    statuses = set()
+    for path, view in asked:
+        status, body = run(view)
+        check_answer(path, status, body)
+        statuses.add(status)
+    assert statuses == {200, 400, 404}
+    views.worker.status = "failed"
+    check_answer("/health", *run(views.health()))
+    check_answer("/ready", *run(views.ready()))
