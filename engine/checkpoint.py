@@ -60,7 +60,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     if payload.get("format") != FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format')!r}")
     model = InterestModel(InterestConfig(**payload["config"]))
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    state = payload["state_dict"]
+    if model.graph_model is None:  # older checkpoints hold the snapshot model's weights even when it is off
+        state = {k: v for k, v in state.items() if not k.startswith("graph_model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
     # counts, the co-interaction term and the event-type head are absent from older checkpoints
     if unexpected or set(missing) - {
         "item_counts", "item_content", "content_weight", "type_head.weight", "type_head.bias"

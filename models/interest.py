@@ -46,7 +46,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.align import AlignConfig, TextAlignment
-from models.graph_context import GraphSnapshotModel
 from models.memory import MemoryConfig, TemporalMemory
 from models.sequence import SequenceConfig, SequenceEncoder
 
@@ -110,7 +109,11 @@ class InterestModel(nn.Module):
             nn.Linear(n_feat, cfg.feature_hidden), nn.GELU(), nn.Linear(cfg.feature_hidden, 1)
         )
         self.trend = nn.Linear(len(cfg.trending_horizons), 1, bias=False)
-        self.graph_model = GraphSnapshotModel(cfg.dim)
+        # Built only when on: torch-geometric-temporal (and with it torch_geometric) takes seconds to
+        # import, which every process that loads a model would otherwise pay.
+        self.graph_model = _graph_model(cfg.dim) if cfg.use_graph_snapshots else None
+        if self.graph_model is None:
+            _draw_as_graph_model(cfg.dim, _GRAPH_BUILD_DRAWS)
         self.graph_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
         # item text → co-interaction space
         self.align = (
@@ -136,7 +139,10 @@ class InterestModel(nn.Module):
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
         nn.init.zeros_(self.trend.weight)
-        self.graph_model.reset_parameters()
+        if self.graph_model is not None:
+            self.graph_model.reset_parameters()
+        else:
+            _draw_as_graph_model(self.cfg.dim, _GRAPH_RESET_DRAWS)
         nn.init.zeros_(self.graph_proj.weight)
         if self.align is not None:
             self.align.reset_parameters()
@@ -274,3 +280,22 @@ class ScoringInputs:
     transitions: tuple[Tensor, Tensor, Tensor]  # transition pairs: users [P], items [P], features [P, 3]
     trending: Tensor  # [N, H] popularity at H horizons
     content: Tensor | None = None  # [N, k] the items' c_i in the co-interaction space (None: no such term)
+
+
+# Building GraphSnapshotModel(dim), and resetting it, takes these [dim, dim] uniform draws from torch's
+# generator (PyG's glorot initialisation of GConvGRU's weights). A model without it takes the same
+# draws instead, so that every other parameter starts as it does with it, and a seed gives the same
+# model either way; tests/models/test_interest.py checks that this still holds.
+_GRAPH_BUILD_DRAWS = 24
+_GRAPH_RESET_DRAWS = 24
+
+
+def _graph_model(dim: int) -> nn.Module:
+    from models.graph_context import GraphSnapshotModel
+
+    return GraphSnapshotModel(dim)
+
+
+def _draw_as_graph_model(dim: int, n: int) -> None:
+    for _ in range(n):
+        torch.empty(dim, dim).uniform_()

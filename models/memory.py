@@ -11,8 +11,8 @@ event's features:
     s_i(t) = \\mathrm{GRU}_i\\big([s_u(t^-) \\,\\|\\, \\phi(\\log(1 + \\Delta t_i)) \\,\\|\\, e
         \\,\\|\\, w],\\; s_i(t^-)\\big)
 
-so a user's interest evolves as v_u(t + τ) = v_u(t) + Δv_u(t). φ is PyG's TGN time encoder
-(``cos(W x + b)``). Kumar et al., "Predicting Dynamic Embedding Trajectory in Temporal Interaction
+so a user's interest evolves as v_u(t + τ) = v_u(t) + Δv_u(t). φ is TGN's time encoding
+(:class:`TimeEncoding`, ``cos(W x + b)``). Kumar et al., "Predicting Dynamic Embedding Trajectory in Temporal Interaction
 Networks" (JODIE, KDD 2019); Rossi et al., "Temporal Graph Networks" (2020).
 
 The module holds parameters only: memories live in the engine's state stores and are passed in.
@@ -24,9 +24,25 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn.models.tgn import TimeEncoder
 
-__all__ = ["MemoryConfig", "TemporalMemory"]
+__all__ = ["MemoryConfig", "TemporalMemory", "TimeEncoding"]
+
+
+class TimeEncoding(nn.Module):
+    """TGN's time encoding (Rossi et al. 2020; Xu et al., TGAT, 2020): ``cos(W x + b)`` of a scalar per
+    row, ``[...]`` → ``[N, out]``. Its parameters (``lin.weight``, ``lin.bias``), their initialisation
+    and its output are those of PyG's ``TimeEncoder``, defined here so that loading a model does not
+    import torch_geometric, which takes seconds (models/interest.py)."""
+
+    def __init__(self, out: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(1, out)
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cos(self.lin(x.reshape(-1, 1)))
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,7 @@ class TemporalMemory(nn.Module):
     def __init__(self, cfg: MemoryConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.time_enc = TimeEncoder(cfg.time_dim)
+        self.time_enc = TimeEncoding(cfg.time_dim)
         self.event_emb = nn.Embedding(cfg.n_event_types, cfg.event_dim)
         msg_dim = cfg.dim + cfg.time_dim + cfg.event_dim + 1
         self.user_cell = nn.GRUCell(msg_dim, cfg.dim)

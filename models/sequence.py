@@ -8,7 +8,7 @@ one vector, attending by content and by age:
 .. math::  h_k = v_{i_k} + W_t \\phi(\\log(1 + (t_q - t_k))) + e_{type_k}, \\quad
            z_u = \\mathrm{Pool}(\\mathrm{SelfAttn}(h_1..h_L))
 
-φ is PyG's TGN time encoder (as in models/memory.py). Time intervals rather than positions follow
+φ is TGN's time encoding (models/memory.py's :class:`TimeEncoding`). Time intervals rather than positions follow
 TiSASRec (Li, Wang, McAuley, WSDM 2020): two events a minute apart and two a week apart are not alike.
 """
 
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn.models.tgn import TimeEncoder
+
+from models.memory import TimeEncoding
 
 __all__ = ["SequenceConfig", "SequenceEncoder"]
 
@@ -35,7 +36,7 @@ class SequenceEncoder(nn.Module):
     def __init__(self, cfg: SequenceConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.time_enc = TimeEncoder(cfg.time_dim)
+        self.time_enc = TimeEncoding(cfg.time_dim)
         self.time_proj = nn.Linear(cfg.time_dim, cfg.dim)
         self.event_emb = nn.Embedding(cfg.n_event_types, cfg.dim)
         self.layer = nn.TransformerEncoderLayer(

@@ -617,8 +617,11 @@ class Worker:
             found.update(mine)
         for key in found:
             self._produce(self.topics.recommendations, None, key)
-        self._after_commit.append(lambda: erase_users(self.engine.store, present))
-        self.stats.users_deleted += len(found)
+        def erase() -> None:
+            erase_users(self.engine.store, present)
+            self.stats.users_deleted += len(found)  # counted once gone from this worker's store
+
+        self._after_commit.append(erase)
         self.hooks.on_users_removed("deleted", len(found))
         logger.info("deletion requests for %d users; %d had state on this worker and are erased",
                     len(users), len(found))

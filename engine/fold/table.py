@@ -247,6 +247,7 @@ class ItemTable:
         """Close the item-graph snapshot and advance the snapshot model's item states over it."""
         edges = self.graph.snapshot_edges(len(self), self.device)
         attributes = self._edges if self.catalog is not None else None
+        assert self.model.graph_model is not None  # built when use_graph_snapshots is on
         self.set_graph_state(self.model.graph_model(self._static, *edges, self._graph_state, attributes))
 
     def set_graph_state(self, state: Tensor) -> None:

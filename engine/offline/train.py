@@ -159,6 +159,7 @@ def train(
                     graph_prev = graph_state.detach()
                     edges = graph.snapshot_edges(n_items, graph_prev.device)
                 if edges is not None:
+                    assert model.graph_model is not None
                     graph_state = model.graph_model(model.item_static.weight, *edges, graph_prev, attr_edges)
             vectors = model.item_vectors(model.item_static.weight, item_mem, graph_state)
             if pending is not None:

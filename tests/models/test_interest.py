@@ -1,5 +1,6 @@
 """The interest model: memory updates, pair features and the scores' shape."""
 
+import pytest
 import torch
 
 from models.interest import InterestConfig, InterestModel
@@ -63,3 +64,51 @@ def test_scores_shape_and_unrelated_items_get_no_pair_term():
     s1 = _score(m, torch.tensor([[3, -1, -1, -1], [-1, -1, -1, -1]]))
     assert s0.shape == (2, 6)
     assert s1[0, 3] != s0[0, 3] and torch.equal(s1[1], s0[1]) and torch.equal(s1[0, :3], s0[0, :3])
+
+
+@pytest.mark.parametrize("dim", [16, 64])
+def test_a_model_without_graph_snapshots_starts_as_one_with_them(dim):
+    """Without the item-graph snapshot model (and torch_geometric), a seed still gives the model it gave
+    with it: every other parameter, and the generator's state after."""
+    models = {}
+    for on in (True, False):
+        torch.manual_seed(7)
+        models[on] = InterestModel(InterestConfig(n_items=30, dim=dim, use_graph_snapshots=on))
+        models[on] = (models[on], torch.get_rng_state())
+    (with_graph, rng_with), (without, rng_without) = models[True], models[False]
+    assert without.graph_model is None and with_graph.graph_model is not None
+    shared = without.state_dict()
+    assert set(shared) == {k for k in with_graph.state_dict() if not k.startswith("graph_model.")}
+    for k, v in with_graph.state_dict().items():
+        if k in shared:
+            assert torch.equal(v, shared[k]), k
+    assert torch.equal(rng_with, rng_without)
+
+
+def test_time_encoding_is_pygs_time_encoder():
+    from torch_geometric.nn.models.tgn import TimeEncoder
+
+    from models.memory import TimeEncoding
+
+    torch.manual_seed(3)
+    ours = TimeEncoding(8)
+    torch.manual_seed(3)
+    pyg = TimeEncoder(8)
+    assert ours.state_dict().keys() == pyg.state_dict().keys()
+    x = torch.linspace(0, 12, 20)
+    assert torch.equal(ours(x), pyg(x))
+
+
+def test_a_checkpoint_with_snapshot_weights_loads_into_a_model_without_them(tmp_path):
+    from dataclasses import asdict
+
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+
+    model = InterestModel(InterestConfig(n_items=4, dim=8, use_graph_snapshots=True))
+    path = save_checkpoint(tmp_path, model, ["a", "b", "c", "d"], {})
+    payload = torch.load(path, weights_only=False)
+    payload["config"] = asdict(InterestConfig(**payload["config"])) | {"use_graph_snapshots": False}
+    torch.save(payload, path)
+    loaded = load_checkpoint(path).model
+    assert loaded.graph_model is None
+    assert torch.equal(loaded.item_static.weight, model.item_static.weight)
