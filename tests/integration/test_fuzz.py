@@ -145,7 +145,7 @@ def _print_tried(tried: Counter[str], total: int, alive: bool) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
-@given(batch=st.lists(cases, min_size=40, max_size=150))
+@given(batch=st.lists(cases, min_size=30, max_size=60))
 def test_fuzzed_records_through_the_real_broker(rig, batch):
     offsets = rig.produce(batch)
     wait_for(
