@@ -12,8 +12,8 @@ event's features:
         \\,\\|\\, w],\\; s_i(t^-)\\big)
 
 so a user's interest evolves as v_u(t + τ) = v_u(t) + Δv_u(t). φ is TGN's time encoding
-(:class:`TimeEncoding`, ``cos(W x + b)``). Kumar et al., "Predicting Dynamic Embedding Trajectory in Temporal Interaction
-Networks" (JODIE, KDD 2019); Rossi et al., "Temporal Graph Networks" (2020).
+(:class:`TimeEncoding`, ``cos(W x + b)``). Kumar et al., "Predicting Dynamic Embedding Trajectory in
+Temporal Interaction Networks" (JODIE, KDD 2019); Rossi et al., "Temporal Graph Networks" (2020).
 
 The module holds parameters only: memories live in the engine's state stores and are passed in.
 """

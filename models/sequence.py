@@ -8,8 +8,9 @@ one vector, attending by content and by age:
 .. math::  h_k = v_{i_k} + W_t \\phi(\\log(1 + (t_q - t_k))) + e_{type_k}, \\quad
            z_u = \\mathrm{Pool}(\\mathrm{SelfAttn}(h_1..h_L))
 
-φ is TGN's time encoding (models/memory.py's :class:`TimeEncoding`). Time intervals rather than positions follow
-TiSASRec (Li, Wang, McAuley, WSDM 2020): two events a minute apart and two a week apart are not alike.
+φ is TGN's time encoding (models/memory.py's :class:`TimeEncoding`). Time intervals rather than
+positions follow TiSASRec (Li, Wang, McAuley, WSDM 2020): two events a minute apart and two a week
+apart are not alike.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ __all__ = [
     "encode_interaction",
     "encode_item",
     "load_schema",
+    "user_of_key",
     "validate_recommendation",
 ]
 
@@ -375,6 +376,18 @@ def check_key(ev: Interaction, key: bytes | None) -> None:
         raise SchemaError("null_key", "the record key must be the user_id; it is null")
     if key != ev.user_id.encode("utf-8"):
         raise SchemaError("key_mismatch", "the record key must equal the user_id (UTF-8)")
+
+
+def user_of_key(key: bytes | None, what: str = "the record key") -> str:
+    """The user id a record key names (records keyed by user with no user id in their value: deletion
+    requests, tombstones); raises :class:`SchemaError` (``null_key`` or ``bad_id``)."""
+    if key is None:
+        raise SchemaError("null_key", f"{what} must be the user_id; it is null")
+    try:
+        user = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SchemaError("bad_id", f"{what} must be UTF-8") from None
+    return check_id(user, "key")
 
 
 def decode_item(raw: bytes | None) -> Item:

@@ -29,9 +29,9 @@ from schemas import (
     Item,
     Recommendation,
     SchemaError,
-    check_id,
     encode_interaction,
     encode_item,
+    user_of_key,
     validate_recommendation,
 )
 from streams.config import Settings
@@ -266,14 +266,9 @@ class RecommendationConsumer:
 
 def _decode(key: bytes | None, value: bytes | None) -> Recommendation | Erased:
     """One record of the recommendations topic: its key must be the user id, in UTF-8."""
-    if key is None:
-        raise SchemaError("null_key", "the record key must be the user_id; it is null")
-    try:
-        user_id = key.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SchemaError("bad_id", "the record key must be UTF-8") from None
+    user_id = user_of_key(key)
     if value is None:
-        return Erased(check_id(user_id, "key"))
+        return Erased(user_id)
     rec = validate_recommendation(value)
     if rec.user_id != user_id:
         raise SchemaError("key_mismatch", "the record key must equal the user_id (UTF-8)")

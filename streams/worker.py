@@ -56,9 +56,9 @@ from schemas import (
     Recommendation,
     SchemaError,
     SourceRef,
-    check_id,
     check_key,
     decode_interaction,
+    user_of_key,
 )
 from streams.catalog_stage import CatalogStage
 from streams.changelog import UserChangelog
@@ -497,7 +497,7 @@ class Worker:
             offsets[(topic, partition)] = offset
             try:
                 if topic == deletions_topic:
-                    deletions.append((partition, _deletion(m.key())))
+                    deletions.append((partition, user_of_key(m.key(), "a deletion request's key")))
                     continue
                 ev = decode_interaction(m.value(), self.limits, now)
                 check_key(ev, m.key())
@@ -806,12 +806,3 @@ def _put(key: bytes, value: bytes) -> _Batch:
     return tx
 
 
-def _deletion(key: bytes | None) -> str:
-    """The user a record on the deletions topic names: its key."""
-    if key is None:
-        raise SchemaError("null_key", "a deletion request's key must be the user_id; it is null")
-    try:
-        user = key.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SchemaError("bad_id", "a deletion request's key must be UTF-8") from None
-    return check_id(user, "key")
