@@ -73,9 +73,10 @@ class LiveMonitor:
         rows = table.rows([i for j in full for i in lists[j][:k]])
         if (rows < 0).any():
             return []
-        with torch.no_grad():
-            vectors = table.vectors()[torch.from_numpy(rows).to(table.device)].view(len(full), k, -1)
-            return intra_list_distance(vectors).cpu().tolist()  # type: ignore[no-any-return]
+        # the vectors of these rows only: the whole table's may be stale after the item stage folded,
+        # and recomputing them here would cost a pass over the catalogue per batch
+        vectors = table.vectors_of(torch.from_numpy(rows).to(table.device)).view(len(full), k, -1)
+        return intra_list_distance(vectors).cpu().tolist()  # type: ignore[no-any-return]
 
     def forget(self, users: Sequence[str]) -> None:
         for u in users:
