@@ -39,7 +39,7 @@ over as interactions arrive: c_i ← λ_i c_i + (1 − λ_i) k_i, λ_i = n_i / (
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,9 @@ from torch import Tensor, nn
 from models.align import AlignConfig, TextAlignment
 from models.memory import MemoryConfig, TemporalMemory
 from models.sequence import SequenceConfig, SequenceEncoder
+
+if TYPE_CHECKING:
+    from models.graph_context import GraphSnapshotModel
 
 __all__ = ["InterestConfig", "InterestModel", "ScoringInputs"]
 
@@ -290,7 +293,7 @@ _GRAPH_BUILD_DRAWS = 24
 _GRAPH_RESET_DRAWS = 24
 
 
-def _graph_model(dim: int) -> nn.Module:
+def _graph_model(dim: int) -> GraphSnapshotModel:
     from models.graph_context import GraphSnapshotModel
 
     return GraphSnapshotModel(dim)
