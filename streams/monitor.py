@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.fold.drift import DriftDetector, summary_items
+from engine.fold.drift import DriftDetector, DriftFinding, summary_items
 from engine.fold.table import ItemTable
 from engine.fold.users import FoldResult, SourcedEvent
 from engine.hooks import FoldHooks
@@ -39,17 +39,19 @@ class LiveMonitor:
         self._produce = produce
         self._rng = np.random.default_rng(0)
 
-    def after_batch(self, events: Sequence[SourcedEvent], result: FoldResult) -> None:
-        """Judge the batch's events against the recommendations live before it, then take the batch's
-        recommendations as live and report the users whose interest drifted."""
-        self.quality.judge([e.event.user_id for e in events], [e.event.item_id for e in events])
+    def after_batch(self, events: Sequence[SourcedEvent], result: FoldResult) -> Callable[[], None]:
+        """Produce the batch's interest drifts (in its transaction), and return what to take in once
+        that transaction commits: the batch's events judged against the recommendations live before
+        it, its recommendations as the live ones, and the drifts reported (so that a batch whose
+        transaction aborts and is folded again is neither judged twice nor loses its drifts)."""
         recs = result.recommendations
-        lists = [[i.item_id for i in r.items] for r in recs]
-        self.quality.record([r.user_id for r in recs], lists, self._ild(lists))
-        if result.drift is None or not self.drift.enabled:
-            return
         users = [r.user_id for r in recs]
-        found = self.drift.check(users, [st.n_events for st in result.states], result.drift)
+        lists = [[i.item_id for i in r.items] for r in recs]
+        ild = self._ild(lists)
+        found: list[DriftFinding] = []
+        rearmed: list[str] = []
+        if result.drift is not None and self.drift.enabled:
+            found, rearmed = self.drift.evaluate(users, [st.n_events for st in result.states], result.drift)
         for f in found:
             rec, st = recs[f.index], result.states[f.index]
             before, after = summary_items(st)
@@ -58,8 +60,15 @@ class LiveMonitor:
                 rec.model_version, rec.source,
             )
             self._produce(self.topic, record.to_json(), f.user_id.encode("utf-8"))
-        if found:
-            self._hooks.on_drifts(len(found))
+
+        def settle() -> None:
+            self.quality.judge([e.event.user_id for e in events], [e.event.item_id for e in events])
+            self.quality.record(users, lists, ild)
+            self.drift.settle(found, rearmed)
+            if found:
+                self._hooks.on_drifts(len(found))
+
+        return settle
 
     def _ild(self, lists: list[list[str]]) -> list[float]:
         """Intra-list distance of up to :data:`ILD_SAMPLE` of the lists, in the table's item vectors."""

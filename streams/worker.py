@@ -578,7 +578,7 @@ class Worker:
             clock.lap("produce")
         self.changelog.record(outcome.user.writes)
         clock.lap("changelog")
-        self.monitor.after_batch(events, outcome.user)
+        self._after_commit.append(self.monitor.after_batch(events, outcome.user))
         clock.lap("monitor")
         crash_point("changelog")
         self.pipeline.commit(outcome, clock)

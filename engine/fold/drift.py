@@ -52,10 +52,16 @@ def interest_distance(ctx: UserContext) -> Tensor:
     return torch.where(older.sum(1) > 0, 1.0 - cos, torch.zeros_like(cos))
 
 
+def _recent_weights(st: UserState) -> list[float]:
+    """Each profile item's recent weight now: its 0.9-per-event accumulator, decayed to the user's
+    latest event (the profile stores it as of the item's last use)."""
+    decay = PROFILE_DECAYS[_FAST]
+    return [acc[_FAST] * decay ** (st.n_events - last) for acc, last in zip(st.prof_acc, st.prof_last_n)]
+
+
 def summary_items(st: UserState, n: int = 3) -> tuple[list[str], list[str]]:
     """The ``n`` items that weigh most in the user's long-run summary and in their recent interest."""
-    decay = PROFILE_DECAYS[_FAST]
-    recent = [acc[_FAST] * decay ** (st.n_events - last) for acc, last in zip(st.prof_acc, st.prof_last_n)]
+    recent = _recent_weights(st)
     by_count = sorted(range(len(st.prof_items)), key=lambda k: -st.prof_count[k])
     by_recent = sorted(range(len(st.prof_items)), key=lambda k: -recent[k])
     return [st.prof_items[k] for k in by_count[:n]], [st.prof_items[k] for k in by_recent[:n]]
@@ -74,7 +80,7 @@ def trajectory(st: UserState, n_top: int = 3) -> list[TrajectoryPoint]:
     """The user's recent interest after each event of their history ring, oldest first: the same
     recent weighting as :func:`interest_distance` (0.9 per event) over the events up to that one."""
     decay = PROFILE_DECAYS[_FAST]
-    recent = [acc[_FAST] * decay ** (st.n_events - last) for acc, last in zip(st.prof_acc, st.prof_last_n)]
+    recent = _recent_weights(st)
     summary = {i: max(c - a, 0.0) for i, c, a in zip(st.prof_items, st.prof_count, recent)}
     s_norm = sum(v * v for v in summary.values()) ** 0.5
     points = []
@@ -118,18 +124,35 @@ class DriftDetector:
     def check(
         self, users: Sequence[str], n_events: Sequence[int], distances: Sequence[float]
     ) -> list[DriftFinding]:
-        """The users (with their event counts and distances, after their latest events) who drift now."""
-        found = []
+        """The users (with their event counts and distances, after their latest events) who drift now,
+        taken in at once: :meth:`evaluate`, then :meth:`settle`."""
+        found, rearmed = self.evaluate(users, n_events, distances)
+        self.settle(found, rearmed)
+        return found
+
+    def evaluate(
+        self, users: Sequence[str], n_events: Sequence[int], distances: Sequence[float]
+    ) -> tuple[list[DriftFinding], list[str]]:
+        """The users who drift now, and those in drift whose distance fell below the rearm level;
+        changes nothing until :meth:`settle` (a worker settles once the batch's output is committed).
+        Each user at most once in ``users``."""
+        found, rearmed = [], []
         for k, (u, n, d) in enumerate(zip(users, n_events, distances)):
             if u in self._in_drift:
                 if d < self.rearm * self.threshold:
-                    del self._in_drift[u]
+                    rearmed.append(u)
             elif d >= self.threshold and n >= self.min_events:
-                self._in_drift[u] = None
                 found.append(DriftFinding(u, k, float(d)))
+        return found, rearmed
+
+    def settle(self, found: Sequence[DriftFinding], rearmed: Sequence[str]) -> None:
+        """Take in what :meth:`evaluate` returned."""
+        for u in rearmed:
+            self._in_drift.pop(u, None)
+        for f in found:
+            self._in_drift[f.user_id] = None
         while len(self._in_drift) > self.max_tracked:
             self._in_drift.popitem(last=False)
-        return found
 
     def forget(self, user: str) -> None:
         self._in_drift.pop(user, None)

@@ -32,6 +32,18 @@ def test_a_user_drifts_once_until_their_distance_falls_back() -> None:
     assert not DriftDetector(0.0).enabled
 
 
+def test_evaluating_changes_nothing_until_settled() -> None:
+    """A worker settles a batch's drifts once its transaction commits: a batch folded again after an
+    abort finds the same drifts."""
+    det = DriftDetector(threshold=0.5, min_events=0)
+    first = det.evaluate(["a", "b"], [5, 5], [0.9, 0.1])
+    assert det.evaluate(["a", "b"], [5, 5], [0.9, 0.1]) == first
+    assert [f.user_id for f in first[0]] == ["a"] and first[1] == []
+    det.settle(*first)
+    assert det.evaluate(["a"], [6], [0.95]) == ([], [])  # in drift now
+    assert det.evaluate(["a"], [7], [0.1]) == ([], ["a"])  # would rearm once settled
+
+
 def test_the_detector_tracks_a_bounded_number_of_users() -> None:
     det = DriftDetector(threshold=0.5, min_events=0, max_tracked=2)
     det.check(["a", "b", "c"], [1, 1, 1], [0.9, 0.9, 0.9])
