@@ -63,6 +63,48 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
     directory = Directory(settings, lambda: list(worker.owned))
     views = Views(settings, engine, worker, directory)
 
+    _serve_query_api(app, views, registry)
+
+    @app.service
+    class HotPath(mode.Service):
+        """Runs the confluent-kafka worker loop in a thread for as long as the app runs."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._thread: threading.Thread | None = None
+            self.error: BaseException | None = None
+
+        async def on_start(self) -> None:
+            self._thread = threading.Thread(target=self._run, name="tide-hot-path", daemon=True)
+            self._thread.start()
+            directory.start()
+
+        def _run(self) -> None:
+            try:
+                worker.run()
+            except BaseException as exc:  # surfaced to the app: the process must not run on without it
+                self.error = exc
+                logger.critical("hot path failed, the worker exits: %s", worker.error, exc_info=exc)
+                _exit_soon(engine, EXIT_FAILED)
+                app.loop.call_soon_threadsafe(lambda e=exc: asyncio.ensure_future(app.crash(e)))
+
+        async def on_stop(self) -> None:
+            await views.close()
+            worker.stop()
+            if self._thread is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
+            await asyncio.get_running_loop().run_in_executor(None, directory.stop)
+            # The hot path has committed and stopped; Faust's own Kafka clients may still wait for a
+            # broker that is gone. Bound the rest of the shutdown.
+            _exit_soon(engine, EXIT_FAILED if self.error is not None else 0)
+
+    return app, worker
+
+
+def _serve_query_api(app: faust.App, views: Views, registry: CollectorRegistry) -> None:
+    """The query API's routes (schemas/openapi.json) and ``/metrics``; a user's routes answer from the
+    worker that holds the user (:meth:`Views.routed`)."""
+
     def forwarded(request: Any) -> bool:
         return request.headers.get(FORWARDED) is not None
 
@@ -106,41 +148,6 @@ def build_app(settings: Settings, engine: Engine, registry: CollectorRegistry) -
     async def similar(web: Any, request: Any, item_id: str) -> Any:
         status, body = await views.similar(item_id, request.query)
         return web.json(body, status=status)
-
-    @app.service
-    class HotPath(mode.Service):
-        """Runs the confluent-kafka worker loop in a thread for as long as the app runs."""
-
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self._thread: threading.Thread | None = None
-            self.error: BaseException | None = None
-
-        async def on_start(self) -> None:
-            self._thread = threading.Thread(target=self._run, name="tide-hot-path", daemon=True)
-            self._thread.start()
-            directory.start()
-
-        def _run(self) -> None:
-            try:
-                worker.run()
-            except BaseException as exc:  # surfaced to the app: the process must not run on without it
-                self.error = exc
-                logger.critical("hot path failed, the worker exits: %s", worker.error, exc_info=exc)
-                _exit_soon(engine, EXIT_FAILED)
-                app.loop.call_soon_threadsafe(lambda e=exc: asyncio.ensure_future(app.crash(e)))
-
-        async def on_stop(self) -> None:
-            await views.close()
-            worker.stop()
-            if self._thread is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
-            await asyncio.get_running_loop().run_in_executor(None, directory.stop)
-            # The hot path has committed and stopped; Faust's own Kafka clients may still wait for a
-            # broker that is gone. Bound the rest of the shutdown.
-            _exit_soon(engine, EXIT_FAILED if self.error is not None else 0)
-
-    return app, worker
 
 
 #: The exit status of a worker whose hot path failed (the log's last CRITICAL line says why).
