@@ -4,9 +4,13 @@ per-test topics and settings, and helpers to produce and drain topics."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -181,3 +185,28 @@ def fresh_topics(settings: Settings, tag: str, **overrides: object) -> Settings:
     s = settings.model_copy(update={"topics": topics, **overrides})
     create_topics(s.bootstrap_servers, topic_specs(s))
     return s
+
+
+def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """GET ``path`` of a worker's web views on loopback: (status, the JSON body, or its text when it
+    is not JSON); (0, {}) when nothing listens there (yet, or any more)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            body, status = r.read(), r.status
+    except urllib.error.HTTPError as exc:
+        body, status = exc.read(), exc.code
+    except OSError:
+        return 0, {}
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode("utf-8", "replace")
+
+
+def metric_sum(port: int, name: str) -> float:
+    """The sum of the samples of metric ``name`` (any labels) in a worker's ``/metrics``."""
+    status, text = http_get(port, "/metrics")
+    assert status == 200 and isinstance(text, str), (status, text)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in " {")

@@ -24,27 +24,19 @@ from streams.broker import EmbeddedBroker, free_port
 from streams.config import Settings
 from streams.launch import spawn_worker
 from streams.topics import topic_specs
-from tests.integration.conftest import produce_events, read_all, synthetic_events, wait_for
+from tests.integration.conftest import (
+    http_get,
+    metric_sum,
+    produce_events,
+    read_all,
+    synthetic_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 SECRET = "hunter2-do-not-log"
 T = 1_700_000_000.0
-
-
-def _get(port: int, path: str) -> tuple[int, dict | str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            body = r.read()
-            status = r.status
-    except urllib.error.HTTPError as exc:
-        body, status = exc.read(), exc.code
-    except OSError:  # not listening (yet, or any more)
-        return 0, {}
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, body.decode("utf-8", "replace")
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -56,12 +48,6 @@ def _listening_addresses(port: int) -> set[str]:
         if state == "0A" and int(p, 16) == port:  # LISTEN
             out.add(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)))
     return out
-
-
-def _metric(port: int, name: str) -> float:
-    status, text = _get(port, "/metrics")
-    assert status == 200 and isinstance(text, str), (status, text)
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
 def test_web_views_broker_stall_and_broker_loss(checkpoint_dir, tmp_path, capsys):
@@ -77,7 +63,7 @@ def test_web_views_broker_stall_and_broker_loss(checkpoint_dir, tmp_path, capsys
     proc = spawn_worker(settings, open(log, "ab"), TIDE_SASL_USERNAME="tide", TIDE_SASL_PASSWORD=SECRET)
     try:
         wait_for(
-            lambda: (_get(port, "/health")[1] or {}).get("assigned"),
+            lambda: (http_get(port, "/health")[1] or {}).get("assigned"),
             90,
             "the worker never got its partitions",
         )
@@ -88,14 +74,14 @@ def test_web_views_broker_stall_and_broker_loss(checkpoint_dir, tmp_path, capsys
         p = Producer(settings.producer_conf())
         p.produce(settings.topics.interactions, b'{"user_id": "payload-marker-bad"', b"user-0")
         p.flush(10)
-        wait_for(lambda: _get(port, "/health")[1].get("folded", 0) == len(first), 60, "nothing folded")
+        wait_for(lambda: http_get(port, "/health")[1].get("folded", 0) == len(first), 60, "nothing folded")
 
         # --- the web views: loopback only; every bad request a 4xx, and no state created by a GET
         assert _listening_addresses(port) == {"127.0.0.1"}
-        status, health = _get(port, "/health")
+        status, health = http_get(port, "/health")
         assert status == 200 and health["status"] == "ok" and SECRET not in json.dumps(health)
-        assert _get(port, "/users/user-3")[0] == 200
-        assert _get(port, "/users/user-3/recommendations?k=3")[0] == 200
+        assert http_get(port, "/users/user-3")[0] == 200
+        assert http_get(port, "/users/user-3/recommendations?k=3")[0] == 200
         bad = [
             "/users/nobody", "/users/nobody/recommendations",
             "/users/" + "x" * 300, "/users/" + urllib.parse.quote("\x1b[31mred"), "/users/" + "y" * 20_000,
@@ -106,7 +92,7 @@ def test_web_views_broker_stall_and_broker_loss(checkpoint_dir, tmp_path, capsys
             )),
         ]
         for path in bad:
-            status, body = _get(port, path)
+            status, body = http_get(port, path)
             assert 400 <= status < 500, (path[:60], status, body)
 
         # --- a broker that stops answering for longer than the session timeout, then resumes
@@ -115,19 +101,19 @@ def test_web_views_broker_stall_and_broker_loss(checkpoint_dir, tmp_path, capsys
         os.killpg(broker.pid, signal.SIGSTOP)
         t_stop = time.monotonic()
         feeder.start()  # the producer buffers while the broker is paused
-        wait_for(lambda: _get(port, "/health")[0] == 503, 20, "a stalled broker never showed in /health")
-        status, health = _get(port, "/health")
+        wait_for(lambda: http_get(port, "/health")[0] == 503, 20, "a stalled broker never showed in /health")
+        status, health = http_get(port, "/health")
         assert health["status"] == "degraded" and health["broker"]["reachable"] is False
-        assert _metric(port, "tide_broker_up") == 0 and _metric(port, "tide_kafka_errors_total") > 0
+        assert metric_sum(port, "tide_broker_up") == 0 and metric_sum(port, "tide_kafka_errors_total") > 0
         time.sleep(max(0.0, 4.0 - (time.monotonic() - t_stop)))  # past the 3 s session timeout
         os.killpg(broker.pid, signal.SIGCONT)
         t_resume = time.monotonic()
         feeder.join(60)
-        wait_for(lambda: _get(port, "/health")[1].get("folded", 0) == len(first) + len(more), 90,
+        wait_for(lambda: http_get(port, "/health")[1].get("folded", 0) == len(first) + len(more), 90,
                  "the worker did not fold what arrived during the stall")
         recovery_s = time.monotonic() - t_resume
-        wait_for(lambda: _get(port, "/health")[0] == 200, 30, "/health did not recover")
-        assert _metric(port, "tide_broker_up") == 1
+        wait_for(lambda: http_get(port, "/health")[0] == 200, 30, "/health did not recover")
+        assert metric_sum(port, "tide_broker_up") == 1
         answered = set()  # every event is answered by a recommendation (first_offset … offset of its user)
         for m in read_all(settings, settings.topics.recommendations):
             r = json.loads(m.value())

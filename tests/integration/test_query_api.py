@@ -11,8 +11,6 @@ the workers' gauges measure their live recommendations.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -21,7 +19,14 @@ import pytest
 from schemas import Interaction, load_schema
 from streams.broker import LOOPBACK, free_port
 from streams.launch import spawn_worker, stop_worker, wait_assigned
-from tests.integration.conftest import fresh_topics, produce_events, read_all, wait_for
+from tests.integration.conftest import (
+    fresh_topics,
+    http_get,
+    metric_sum,
+    produce_events,
+    read_all,
+    wait_for,
+)
 from tests.openapi import DOC, check_answer
 
 pytestmark = pytest.mark.integration
@@ -34,6 +39,7 @@ OWN_ITEMS = 3  # distinct items per user and phase: both phases fit the profile 
 # the peak grows with the history before it), below the default threshold made for longer histories.
 DRIFT_THRESHOLD = 0.3
 T0 = 1_700_000_000.0
+FORWARDED = {"X-Tide-Forwarded": "1"}  # answer from this worker's state only (streams/views.py)
 
 
 def _drifts(u: int) -> bool:
@@ -55,26 +61,6 @@ def _events(phase: int) -> list[Interaction]:
     return out
 
 
-def _get(port: int, path: str, forwarded: bool = False) -> tuple[int, object]:
-    request = urllib.request.Request(f"http://{LOOPBACK}:{port}{path}")
-    if forwarded:
-        request.add_header("X-Tide-Forwarded", "1")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as r:
-            status, body = r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
-    return status, (body.decode() if path == "/metrics" else json.loads(body))
-
-
-def _metric(port: int, name: str) -> float:
-    """The sum of a metric's samples in the worker's /metrics."""
-    text = _get(port, "/metrics")[1]
-    assert isinstance(text, str)
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and line[len(name)] in " {")
-
-
 def test_either_worker_answers_for_every_user_and_drifts_are_reported(settings, tmp_path: Path, capsys):
     s = fresh_topics(settings, "api", partitions=2, catalog_stage=False, online_learning=False, top_k=10,
                      session_timeout_ms=2000)
@@ -91,7 +77,7 @@ def test_either_worker_answers_for_every_user_and_drifts_are_reported(settings, 
             wait_assigned(port, procs[name], 120, tmp_path / f"worker-{name}.log")
 
         def one_partition_each() -> bool:
-            held = [_get(port, "/ready")[1]["partitions"] for port in ports.values()]  # type: ignore[index]
+            held = [http_get(port, "/ready")[1]["partitions"] for port in ports.values()]  # type: ignore[index]
             return all(len(h) == 1 for h in held) and sorted(sum(held, [])) == [0, 1]
 
         wait_for(one_partition_each, 60, "the two workers never split the two partitions")
@@ -100,7 +86,7 @@ def test_either_worker_answers_for_every_user_and_drifts_are_reported(settings, 
             events += _events(phase)
             produce_events(s, _events(phase))
             wait_for(
-                lambda: sum(_metric(p, "tide_events_folded_total") for p in ports.values()) == len(events),
+                lambda: sum(metric_sum(p, "tide_events_folded_total") for p in ports.values()) == len(events),
                 60, "the events were not all folded",
             )
         users = [f"user-{u}" for u in range(N_USERS)]
@@ -109,7 +95,7 @@ def test_either_worker_answers_for_every_user_and_drifts_are_reported(settings, 
         # --- who holds whom: asked with the forwarded header, a worker answers from its own state only
         owner = {}
         for u in users:
-            holders = [n for n, port in ports.items() if _get(port, f"/users/{u}", forwarded=True)[0] == 200]
+            holders = [n for n, port in ports.items() if http_get(port, f"/users/{u}", FORWARDED)[0] == 200]
             assert len(holders) == 1, (u, holders)
             owner[u] = holders[0]
         assert set(owner.values()) == {"a", "b"}
@@ -117,7 +103,7 @@ def test_either_worker_answers_for_every_user_and_drifts_are_reported(settings, 
         # --- either worker answers for every user, the holder naming itself (the directory may take a
         # heartbeat to list a peer that just got its partition)
         def all_answered() -> bool:
-            return all(_get(port, f"/users/{u}/recommendations?k=5")[0] == 200
+            return all(http_get(port, f"/users/{u}/recommendations?k=5")[0] == 200
                        for port in ports.values() for u in users)
 
         wait_for(all_answered, 30, "a worker never answered for the other's users")
@@ -125,28 +111,28 @@ def test_either_worker_answers_for_every_user_and_drifts_are_reported(settings, 
         for name, port in ports.items():
             for u in users:
                 for path in (f"/users/{u}", f"/users/{u}/recommendations?k=5", f"/users/{u}/trajectory"):
-                    status, body = _get(port, path)
+                    status, body = http_get(port, path)
                     check_answer(path, status, body)
                     assert status == 200 and body["served_by"] == urls[owner[u]], (name, path, body)  # type: ignore[index]
                 routed += owner[u] != name
         assert routed == N_USERS  # each user was asked once of the worker that does not hold them
-        status, body = _get(ports["a"], "/users/nobody")
+        status, body = http_get(ports["a"], "/users/nobody")
         check_answer("/users/nobody", status, body)
         assert status == 404 and body["workers_asked"] == 2  # type: ignore[index]
 
-        status, body = _get(ports["b"], "/users/user-0/trajectory")
+        status, body = http_get(ports["b"], "/users/user-0/trajectory")
         points = body["points"]  # type: ignore[index]
         assert [p["time"] for p in points] == sorted(p["time"] for p in points) and points[-1]["time"] == max(
             e.timestamp for e in events if e.user_id == "user-0"
         )
-        status, body = _get(ports["a"], "/items/item-3/similar?k=5")
+        status, body = http_get(ports["a"], "/items/item-3/similar?k=5")
         check_answer("/items/item-3/similar", status, body)
         assert status == 200 and len(body["items"]) == 5  # type: ignore[index]
         assert "item-3" not in [i["item_id"] for i in body["items"]]  # type: ignore[index]
         for port in ports.values():
-            check_answer("/ready", *_get(port, "/ready"))
-            check_answer("/health", *_get(port, "/health"))
-            assert _get(port, "/openapi.json") == (200, DOC)
+            check_answer("/ready", *http_get(port, "/ready"))
+            check_answer("/health", *http_get(port, "/health"))
+            assert http_get(port, "/openapi.json") == (200, DOC)
 
         # --- drifts: records of their schema, for users whose interest moved, naming the new items
         schema = jsonschema.Draft202012Validator(load_schema("interest_drift.v1"))
@@ -161,11 +147,11 @@ def test_either_worker_answers_for_every_user_and_drifts_are_reported(settings, 
             u = int(d["user_id"].split("-")[1])
             assert {int(i.split("-")[1]) % GENRES for i in d["after"]} == {_genre(u, 1)}
             assert d["distance"] >= d["threshold"] == DRIFT_THRESHOLD
-        assert sum(_metric(p, "tide_interest_drifts_total") for p in ports.values()) == len(drifts)
+        assert sum(metric_sum(p, "tide_interest_drifts_total") for p in ports.values()) == len(drifts)
 
         # --- live quality: each worker judged its users' events against what was live for them
         gauges = {
-            n: {g: _metric(p, f"tide_live_{g}") for g in (
+            n: {g: metric_sum(p, f"tide_live_{g}") for g in (
                 "judged_events", "recall_ratio", "mrr_ratio", "coverage_ratio", "intra_list_distance",
                 "exposure_gini_ratio",
             )}
