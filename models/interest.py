@@ -52,7 +52,7 @@ from models.sequence import SequenceConfig, SequenceEncoder
 if TYPE_CHECKING:
     from models.graph_context import GraphSnapshotModel
 
-__all__ = ["InterestConfig", "InterestModel", "ScoringInputs"]
+__all__ = ["N_USER_FEATURES", "InterestConfig", "InterestModel", "ScoringInputs", "user_features"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,11 @@ class InterestConfig:
     content_dim: int = 0  # width of the co-interaction vectors c_i; 0: no co-interaction term
     text_dim: int = 0  # width of the item text vectors; 0: no text alignment
     handover: float = 10.0  # n_0: interactions after which an item is half its own, half its knowledge
+    # repeat or explore: a mixture of a repeat distribution over the user's profile items and an explore
+    # distribution over every other item, weighted by a learned P(next item is new to the user)
+    use_mixture: bool = True
+    use_freshness: bool = True  # the explore scorer reads each item's freshness and velocity
+    explore_hidden: int = 16
 
     def __post_init__(self) -> None:
         # JSON gives a list; a tuple keeps the config hashable and equal to the one a checkpoint rebuilds
@@ -129,6 +134,22 @@ class InterestModel(nn.Module):
         self.content_weight = nn.Parameter(torch.ones(()))  # β
         # multi-task: the type of the user's next event (view, click, purchase …) from the same query
         self.type_head = nn.Linear(cfg.dim, cfg.n_event_types)
+        # the explore side of the mixture: its own query, pair scorer, item-level scorer and β, and the
+        # head that gives P(repeat) from the user's habits, the query and the next-event-type head
+        self.explore_query = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.explore_pair_mlp = nn.Sequential(
+            nn.Linear(n_feat, cfg.feature_hidden), nn.GELU(), nn.Linear(cfg.feature_hidden, 1)
+        )
+        n_item_feat = 2 * len(cfg.trending_horizons)
+        self.item_mlp = nn.Sequential(
+            nn.Linear(n_item_feat, cfg.explore_hidden), nn.GELU(), nn.Linear(cfg.explore_hidden, 1)
+        )
+        self.explore_content_weight = nn.Parameter(torch.ones(()))
+        self.repeat_head = nn.Sequential(
+            nn.Linear(N_USER_FEATURES + cfg.n_event_types, cfg.explore_hidden), nn.GELU(),
+            nn.Linear(cfg.explore_hidden, 1),
+        )
+        self.repeat_query = nn.Linear(cfg.dim, 1, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -150,6 +171,12 @@ class InterestModel(nn.Module):
         if self.align is not None:
             self.align.reset_parameters()
         self.type_head.reset_parameters()
+        nn.init.zeros_(self.explore_query.weight)  # starts as the repeat side's query
+        for layer in [*self.explore_pair_mlp, *self.item_mlp, *self.repeat_head]:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        nn.init.ones_(self.explore_content_weight)
+        nn.init.zeros_(self.repeat_query.weight)
 
     def item_vectors(self, static: Tensor, memory: Tensor, graph_state: Tensor | None = None) -> Tensor:
         """Item vectors ``[N, d]`` from static embeddings ``[N, d]``, memories ``[N, d]`` and, with the
@@ -229,10 +256,11 @@ class InterestModel(nn.Module):
         gap: Tensor,
         content: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """Scores ``[B, N]`` of every item: queries ``[B, d]``, item vectors ``[N, d]``, biases ``[N]``,
-        profiles ``[B, M]`` and ``[B, M, Fp]``, transition pairs (see :meth:`pair_features`),
-        popularity ``[N, H]`` at H horizons, the gap ``[B]`` since each user's last event and, with
-        the co-interaction term, the users' ``h_u`` ``[B, k]`` and the items' ``c_i`` ``[N, k]``."""
+        """Scores ``[B, N]`` of every item in one softmax (the model without the mixture): queries
+        ``[B, d]``, item vectors ``[N, d]``, biases ``[N]``, profiles ``[B, M]`` and ``[B, M, Fp]``,
+        transition pairs (see :meth:`pair_features`), popularity ``[N, H]`` at H horizons, the gap
+        ``[B]`` since each user's last event and, with the co-interaction term, the users' ``h_u``
+        ``[B, k]`` and the items' ``c_i`` ``[N, k]``."""
         n = item_vecs.shape[0]
         out = self.trend(trending).squeeze(-1)  # [N]
         if self.cfg.use_item_bias:
@@ -245,10 +273,103 @@ class InterestModel(nn.Module):
         g = (self.pair_mlp(x) - self.pair_mlp(torch.zeros_like(x[:1]))).squeeze(-1)
         return out.index_put((users, items), g, accumulate=True)
 
+    def item_features(self, trending: Tensor) -> Tensor:
+        """``[N, 2H]`` what the explore side reads of each item beside its vector: log popularity at
+        each horizon ``[N, H]`` (as given), and with freshness on, its velocity (log short-horizon
+        over longer-horizon use: near 0 for an item whose use is all recent, a new item taking off)
+        and whether it has never been used (a new catalogue item)."""
+        fresh = torch.zeros_like(trending)
+        if self.cfg.use_freshness:
+            fresh = torch.cat([
+                trending[:, :1] - trending[:, 1:],  # log(1+short) − log(1+long), ≤ 0
+                (trending.sum(-1, keepdim=True) == 0).to(trending.dtype),
+            ], dim=-1)
+        return torch.cat([trending, fresh], dim=-1)
+
+    def mixture_scores(
+        self,
+        query: Tensor,
+        item_vecs: Tensor,
+        item_bias: Tensor,
+        prof_rows: Tensor,
+        prof_feats: Tensor,
+        transitions: tuple[Tensor, Tensor, Tensor],
+        trending: Tensor,
+        gap: Tensor,
+        repeat_logit: Tensor,
+        content: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """Log-probabilities ``[B, N]`` of every item as the user's next, a mixture of repeat and explore
+        (RepeatNet, Ren et al., AAAI 2019, https://arxiv.org/abs/1812.02646):
+
+        .. math::
+
+            P(i) = p_u \\, \\mathrm{softmax}_{R_u}(r_{ui}) \\; [i ∈ R_u]
+                 + (1 − p_u) \\, \\mathrm{softmax}_{\\bar R_u}(e_{ui}) \\; [i ∉ R_u]
+
+        R_u: the user's profile items; p_u = σ(``repeat_logit``) ``[B]``; r: the scorer of
+        :meth:`scores` on R_u (repeat features, the repeat query); e: the explore scorer on every other
+        item: its own query, transitions from the user's recent items, the co-interaction and
+        knowledge neighbourhood, popularity, freshness and velocity. Other arguments as :meth:`scores`.
+        """
+        n, b = item_vecs.shape[0], query.shape[0]
+        dev = query.device
+        valid = prof_rows >= 0  # [B, M]
+        rows = prof_rows.clamp(min=0)
+        bias = item_bias if self.cfg.use_item_bias else torch.zeros_like(item_bias)
+        users, items, x = self.pair_features(prof_rows, prof_feats, transitions, gap, n)
+        fp = prof_feats.shape[-1]
+        in_profile = (x[:, :fp] != 0).any(-1)  # [R]: profile pairs always have a use count
+        zero = torch.zeros_like(x[:1])
+
+        # explore: every item; the profile's positions are masked out of its softmax
+        e = bias + self.item_mlp(self.item_features(trending)).squeeze(-1)  # [N]
+        q_e = query + self.explore_query(query)
+        e = e + q_e @ item_vecs.T if self.cfg.use_memory else e.expand(b, -1).clone()  # [B, N]
+        if content is not None and self.cfg.content_dim > 0:
+            e = e + self.explore_content_weight * (content[0] @ content[1].T)
+        g_e = (self.explore_pair_mlp(x[~in_profile]) - self.explore_pair_mlp(zero)).squeeze(-1)
+        e = e.index_put((users[~in_profile], items[~in_profile]), g_e, accumulate=True)
+        bidx = torch.arange(b, device=dev).unsqueeze(1).expand_as(prof_rows)
+        mask = torch.zeros((b, n), dtype=torch.bool, device=dev)
+        mask[bidx[valid], prof_rows[valid]] = True
+        has_explore = ~mask.all(dim=1)
+        lse_e = torch.logsumexp(e.masked_fill(mask, float("-inf")), dim=1)
+        lse_e = torch.where(has_explore, lse_e, torch.zeros_like(lse_e))
+
+        # repeat: the profile's items only, gathered
+        r = (bias + self.trend(trending).squeeze(-1))[rows]  # [B, M]
+        if self.cfg.use_memory:
+            r = r + (item_vecs[rows] @ query.unsqueeze(-1)).squeeze(-1)
+        if content is not None and self.cfg.content_dim > 0:
+            r = r + self.content_weight * (content[1][rows] @ content[0].unsqueeze(-1)).squeeze(-1)
+        keys = users * n + items  # sorted: torch.unique's order
+        at = torch.searchsorted(keys, (bidx * n + rows)[valid])
+        g_r = (self.pair_mlp(x[at]) - self.pair_mlp(zero)).squeeze(-1)
+        r = r.index_put((bidx[valid], torch.nonzero(valid, as_tuple=True)[1]), g_r, accumulate=True)
+        r = r.masked_fill(~valid, float("-inf"))
+        has_repeat = valid.any(dim=1)
+        lse_r = torch.logsumexp(r, dim=1)
+        lse_r = torch.where(has_repeat, lse_r, torch.zeros_like(lse_r))
+
+        log_rep = torch.where(has_explore, F.logsigmoid(repeat_logit), torch.zeros_like(repeat_logit))
+        log_exp = torch.where(has_repeat, F.logsigmoid(-repeat_logit), torch.zeros_like(repeat_logit))
+        out = e - (lse_e - log_exp).unsqueeze(-1)
+        rep = r - (lse_r - log_rep).unsqueeze(-1)
+        return out.index_put((bidx[valid], prof_rows[valid]), rep[valid])
+
+    def repeat_logit(self, x: ScoringInputs, q: Tensor) -> Tensor:
+        """``[B]`` the logit of p_u, the probability that the user's next item is one of their profile
+        items: from their habits (:func:`user_features`), their query and the next-event-type head."""
+        types = torch.softmax(self.type_head(q), dim=-1).detach()
+        h = torch.cat([user_features(x, self.gap_code(x.gap)), types], dim=-1)
+        return (self.repeat_head(h) + self.repeat_query(q)).squeeze(-1)
+
     def forward(self, x: ScoringInputs, sequence_grad: bool = True) -> tuple[Tensor, Tensor]:
         """Scores ``[B, N]`` of every item for a batch of users, and their queries ``[B, d]``: the
         query (:meth:`query`), the users' direction h_u in the co-interaction space, then the scores
-        against the items (:meth:`scores`)."""
+        against the items: log-probabilities of the repeat-or-explore mixture (:meth:`mixture_scores`)
+        or, without it, one softmax's logits (:meth:`scores`)."""
         q = self.query(
             x.mem, x.last_vec, x.hist_vecs, x.hist_ages, x.hist_types, x.hist_valid, x.gap, sequence_grad
         )
@@ -257,9 +378,15 @@ class InterestModel(nn.Module):
             decay = 0.5 ** torch.arange(x.hist_rows.shape[1], device=q.device, dtype=x.content.dtype)  # [L]
             h = (x.content[x.hist_rows.clamp(min=0)] * (x.hist_valid * decay).unsqueeze(-1)).sum(1)  # [B, k]
             users_content = (F.normalize(h, dim=-1), x.content)
-        scores = self.scores(
-            q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap, users_content
-        )
+        if self.cfg.use_mixture:
+            scores = self.mixture_scores(
+                q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap,
+                self.repeat_logit(x, q), users_content,
+            )
+        else:
+            scores = self.scores(
+                q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap, users_content
+            )
         return scores, q
 
 
@@ -283,6 +410,39 @@ class ScoringInputs:
     transitions: tuple[Tensor, Tensor, Tensor]  # transition pairs: users [P], items [P], features [P, 3]
     trending: Tensor  # [N, H] popularity at H horizons
     content: Tensor | None = None  # [N, k] the items' c_i in the co-interaction space (None: no such term)
+
+
+#: The habits :func:`user_features` gives the repeat head, per user.
+N_USER_FEATURES = 9
+SESSION_GAP = 1800.0  # seconds between two events that end a session
+
+
+def user_features(x: ScoringInputs, gap_code: Tensor) -> Tensor:
+    """``[B, 9]`` a user's repeat habits at the query time: log profile size; the share of their last
+    events that returned to an item used before within those events, and whether the last one did;
+    how many of the last events had an earlier one to return to; log total uses of the profile's
+    items and the share of them that were repeats; the gap code ``[B, 1]``; their position in the
+    current session (events less than ``SESSION_GAP`` apart); the strongest recent use of one item."""
+    valid = x.hist_valid  # [B, L]
+    h = x.hist_rows
+    n_valid = valid.sum(1)
+    pos = torch.arange(h.shape[1], device=h.device)
+    older = pos.unsqueeze(0) > pos.unsqueeze(1)  # [L, L]: j is before l
+    same = (h.unsqueeze(2) == h.unsqueeze(1)) & valid.unsqueeze(2) & valid.unsqueeze(1)
+    returned = (same & older).any(-1)  # [B, L]
+    can = valid & (pos.unsqueeze(0) < (n_valid - 1).unsqueeze(1))
+    share = returned.sum(1) / can.sum(1).clamp(min=1)
+    prof_valid = x.prof_rows >= 0
+    n_prof = prof_valid.sum(1).to(gap_code.dtype)
+    uses = (torch.expm1(x.prof_feats[..., 2]) * prof_valid).sum(1)
+    repeat_uses = 1 - n_prof / uses.clamp(min=1)
+    steps = (x.hist_ages[:, 1:] - x.hist_ages[:, :-1]) < SESSION_GAP
+    in_session = torch.cumprod((steps & valid[:, 1:]).to(gap_code.dtype), dim=1).sum(1)
+    strongest = (x.prof_feats[..., 0] * prof_valid).amax(1) if x.prof_feats.shape[1] else n_prof * 0
+    return torch.stack([
+        torch.log1p(n_prof) / 4, share, returned[:, 0].to(gap_code.dtype), can.sum(1) / h.shape[1],
+        torch.log1p(uses) / 5, repeat_uses, gap_code[:, 0], torch.log1p(in_session) / 3, strongest / 2,
+    ], dim=-1).to(gap_code.dtype)
 
 
 # Building GraphSnapshotModel(dim), and resetting it, takes these [dim, dim] uniform draws from torch's

@@ -7,7 +7,7 @@ import torch
 from engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.fold.context import log_contexts
 from engine.fold.online import OnlineConfig
-from engine.offline.baselines import LastItemTransitions, Popularity, RecencyFrequency
+from engine.offline.baselines import LastItemTransitions, Popularity, RecencyFrequency, default_baselines
 from engine.offline.data import read_csv
 from engine.offline.evaluation import evaluate_stream, next_items, ranking_metrics, summarize
 from engine.offline.train import TrainConfig, train
@@ -55,7 +55,7 @@ def test_evaluation_ranks_every_scored_row_and_beats_popularity(log, online):
         online=OnlineConfig(enabled=online, examples_per_step=20),
     )
     assert len(rr.rows) == 200 and all(not np.isnan(r).any() for r in rr.ranks.values())
-    assert set(rr.ranks) == {"model", "recency_frequency", "last_item_transitions", "popularity"}
+    assert set(rr.ranks) == {"model", *default_baselines()}
     s = summarize(rr, np.ones(200, bool))
     assert s["model"]["repeat"]["n"] + s["model"]["first_time"]["n"] == 200
     assert s["model"]["recall@10"] > s["popularity"]["recall@10"]
@@ -128,7 +128,9 @@ def test_offline_evaluation_carries_state_across_batches(log):
 
     ids = sorted(set(log.items.tolist()))
     m = InterestModel(
-        InterestConfig(n_items=len(ids), dim=8, profile_items=64, use_memory=False, use_item_bias=False)
+        InterestConfig(
+            n_items=len(ids), dim=8, profile_items=64, use_memory=False, use_item_bias=False, use_mixture=False
+        )
     )
 
     class FirstFeature(torch.nn.Module):
