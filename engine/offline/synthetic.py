@@ -7,6 +7,8 @@ topic more often) with probability ``focus``, otherwise any item.
 
 :func:`catalog_log` adds item text: a catalogue whose titles and descriptions are written from the
 vocabulary of each item's topic, with a share of items held out of the early log, for cold-start tests.
+Optionally each topic has subtopics that only the text tells apart (the attributes name the topic alone),
+and users re-use their own recent items at a planted per-user rate.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import csv
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ __all__ = [
     "DriftingLog",
     "catalog_log",
     "drifting_log",
+    "subtopic_words",
     "write_catalog",
     "write_log_csv",
 ]
@@ -182,6 +185,12 @@ _SLOT = re.compile(r"\{([tanpA])\}")
 # In the final part each topic's cold items together take this share of the topic's picks, spread evenly:
 # new items are in fashion, so every one of them gets first interactions for a cold-start evaluation to score.
 _COLD_MASS = 0.5
+# Fewest words in a subtopic's group: a text's first 6 topic words (title, most of the body) are its own.
+_MIN_GROUP = 6
+# A repeat re-picks one of the user's last this many distinct items.
+_RECENT = 10
+
+_Table = tuple[np.ndarray, np.ndarray]  # candidate item indices, their probabilities
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,16 @@ class CatalogLog:
     topic_of_user: dict[str, int]
     topics: list[str]  # topic id → name
     cold_items: list[str]  # absent from rows before ``ceil(cold_from * len(log))``
+    subtopic_of_item: dict[str, int] = field(default_factory=dict)  # within the item's topic; 0 if none
+    subtopic_of_user: dict[str, int] = field(default_factory=dict)  # within the user's topic; 0 if none
+    repeat_of_user: dict[str, float] = field(default_factory=dict)  # r_u; 0 without ``repeat_share``
+
+
+def subtopic_words(topic: str, subtopics: int) -> list[tuple[str, ...]]:
+    """``TOPIC_WORDS[topic]`` cut into ``subtopics`` disjoint, contiguous groups of near-equal size."""
+    words = TOPIC_WORDS[topic]
+    bounds = np.linspace(0, len(words), subtopics + 1).round().astype(int)
+    return [words[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _describe(rng: np.random.Generator, words: list[str]) -> str:
@@ -211,12 +230,30 @@ def _describe(rng: np.random.Generator, words: list[str]) -> str:
     return " ".join(_SLOT.sub(fill, p) for p in parts if p)
 
 
-def _make_item(rng: np.random.Generator, k: int, topic: str) -> Item:
-    words = [str(w) for w in rng.permutation(TOPIC_WORDS[topic])[:9]]  # 9 = most {t} slots in one text
+def _make_item(rng: np.random.Generator, k: int, topic: str, group: tuple[str, ...] | None = None) -> Item:
+    """Item ``c{k}``. With a subtopic ``group``, the title and text take the group's words first, then other
+    words of the topic, and the tags come from the whole topic, independently of the group."""
+    vocabulary = TOPIC_WORDS[topic]
+    if group is None:
+        words = [str(w) for w in rng.permutation(vocabulary)[:9]]  # 9 = most {t} slots in one text
+    else:
+        rest = [w for w in vocabulary if w not in group]
+        words = [str(w) for w in [*rng.permutation(group), *rng.permutation(rest)][:9]]
     title = " ".join(w.capitalize() for w in words[: int(rng.integers(2, 5))])
-    tags = [str(w) for w in rng.choice(words[:6], 2, replace=False)]
+    tags = [str(w) for w in rng.choice(words[:6] if group is None else vocabulary, 2, replace=False)]
     attributes = {"genre": topic, "brand": str(rng.choice(_BRANDS)), "tags": tags}
     return Item(item_id=f"c{k}", title=title, text=_describe(rng, words), attributes=attributes)
+
+
+def _tables(warm: np.ndarray, cold: np.ndarray) -> tuple[_Table, _Table]:
+    """Picks among ``warm`` (Zipf-like, id order) before the cold row, and from it on with ``_COLD_MASS``
+    spread evenly over ``cold``."""
+    zipf = 1.0 / np.arange(1, len(warm) + 1)
+    zipf /= zipf.sum()
+    if not len(cold):
+        return (warm, zipf), (warm, zipf)
+    p = np.concatenate([(1.0 - _COLD_MASS) * zipf, np.full(len(cold), _COLD_MASS / len(cold))])
+    return (warm, zipf), (np.concatenate([warm, cold]), p)
 
 
 def catalog_log(
@@ -228,20 +265,31 @@ def catalog_log(
     cold_from: float = 0.8,
     focus: float = 0.9,
     seed: int = 0,
+    subtopics: int = 1,
+    subtopic_focus: float = 0.8,
+    repeat_share: tuple[float, float] | None = None,
 ) -> CatalogLog:
     """A text catalogue and an interaction log whose planted user interests are the items' topics.
 
-    Item ``c{k}`` has topic ``k mod n_topics``; its title, text and tags are drawn from that topic's
-    vocabulary. ``round(cold_share · m_t)`` random items of each topic (of ``m_t``) are cold: available only
-    from row ``ceil(cold_from · E)`` on. Each user has one topic ``τ(u)``; with ``A`` the items available at
-    the event's row, an event picks
+    Item ``c{k}`` has topic ``k mod n_topics`` and subtopic ``σ(k) = ⌊k / n_topics⌋ mod subtopics``; its
+    title and text are drawn from that topic's vocabulary, from the words of group ``σ(k)`` of
+    :func:`subtopic_words` first, and its tags from the whole topic's vocabulary; its attributes name the
+    topic (``genre``), never the subtopic. ``round(cold_share · m_t)`` random items of each topic (of
+    ``m_t``) are cold: available only from row ``ceil(cold_from · E)`` on. Each user has a topic ``τ(u)``,
+    a subtopic ``σ(u)`` (uniform; 0 with one subtopic) and a repeat rate ``r_u`` (uniform in
+    ``repeat_share``; 0 without it); with ``A`` the items available at the event's row and ``R_u`` the user's
+    last 10 distinct items, an event picks
 
-    .. math:: P(i \\mid u) = \\text{focus} \\cdot p_{\\tau(u)}(i) + (1 - \\text{focus}) / |A|,
-              \\quad i \\in A,
+    .. math:: P(i \\mid u) = r_u \\frac{[i \\in R_u]}{|R_u|} + (1 - r_u) \\Big(\\text{focus} \\cdot
+              \\big((1 - s) \\, p_{\\tau(u)}(i) + s \\, p_{\\tau(u), \\sigma(u)}(i)\\big)
+              + \\frac{1 - \\text{focus}}{|A|}\\Big), \\quad i \\in A,
 
-    where ``p_t`` is Zipf-like (``∝ 1/rank``, id order) over topic ``t``'s warm items and, in the final
-    part, gives ``_COLD_MASS`` to ``t``'s cold items, evenly. Users are interleaved in random order, one
-    event per user per round, 1 s apart; all events are views.
+    with ``r_u = 0`` while ``R_u`` is empty and ``s = subtopic_focus`` (0 with one subtopic), where ``p_t``
+    is Zipf-like (``∝ 1/rank``, id order) over topic ``t``'s warm items and, in the final part, gives
+    ``_COLD_MASS`` to ``t``'s cold items, evenly; ``p_{t,σ}`` is the same over the items of subtopic ``σ``
+    (``p_t`` when the subtopic has no warm item). Users are interleaved in random order, one event per
+    user per round, 1 s apart; all events are views. Without subtopics and ``repeat_share`` no random
+    number is drawn for either, so such a log is the same as one made before they existed.
     """
     if not 1 <= n_topics <= len(TOPIC_WORDS):
         raise ValueError(f"n_topics must be in 1..{len(TOPIC_WORDS)}, got {n_topics}")
@@ -249,32 +297,50 @@ def catalog_log(
         raise ValueError(f"need at least one item per topic: n_items={n_items} < n_topics={n_topics}")
     if not (0.0 <= cold_share < 1.0 and 0.0 <= cold_from <= 1.0):
         raise ValueError("need 0 <= cold_share < 1 and 0 <= cold_from <= 1")
+    most = min(len(w) for w in TOPIC_WORDS.values()) // _MIN_GROUP
+    if not 1 <= subtopics <= most:
+        raise ValueError(f"subtopics must be in 1..{most}, got {subtopics}")
+    if not 0.0 <= subtopic_focus <= 1.0:
+        raise ValueError(f"subtopic_focus must be in [0, 1], got {subtopic_focus}")
+    if repeat_share is not None and not 0.0 <= repeat_share[0] <= repeat_share[1] <= 1.0:
+        raise ValueError(f"repeat_share must be (lo, hi) with 0 <= lo <= hi <= 1, got {repeat_share}")
     rng = np.random.default_rng(seed)
     topics = list(TOPIC_WORDS)[:n_topics]
     topic = np.arange(n_items) % n_topics
-    items = [_make_item(rng, k, topics[topic[k]]) for k in range(n_items)]
+    sub = (np.arange(n_items) // n_topics) % subtopics
+    groups = {name: subtopic_words(name, subtopics) for name in topics} if subtopics > 1 else None
+    items = [
+        _make_item(rng, k, topics[topic[k]], groups[topics[topic[k]]][sub[k]] if groups else None)
+        for k in range(n_items)
+    ]
 
     is_cold = np.zeros(n_items, dtype=bool)
-    # per topic: (candidates, probabilities) before / from the cold row
-    early: list[tuple[np.ndarray, np.ndarray]] = []
-    late: list[tuple[np.ndarray, np.ndarray]] = []
+    early: list[_Table] = []  # per topic: picks before the cold row
+    late: list[_Table] = []  # per topic: picks from the cold row on
     for t in range(n_topics):
         members = np.nonzero(topic == t)[0]
         n_cold = min(round(cold_share * len(members)), len(members) - 1)  # keep a warm item to pick early
         is_cold[rng.choice(members, n_cold, replace=False)] = True
-        warm, cold = members[~is_cold[members]], members[is_cold[members]]
-        zipf = 1.0 / np.arange(1, len(warm) + 1)
-        zipf /= zipf.sum()
-        early.append((warm, zipf))
-        if len(cold):
-            p = np.concatenate([(1.0 - _COLD_MASS) * zipf, np.full(len(cold), _COLD_MASS / len(cold))])
-            late.append((np.concatenate([warm, cold]), p))
-        else:
-            late.append((warm, zipf))
+        e, f = _tables(members[~is_cold[members]], members[is_cold[members]])
+        early.append(e)
+        late.append(f)
+    early_sub: list[list[_Table]] = [[] for _ in range(n_topics)]  # per topic and subtopic
+    late_sub: list[list[_Table]] = [[] for _ in range(n_topics)]
+    for t in range(n_topics):
+        for s in range(subtopics if subtopics > 1 else 0):
+            members = np.nonzero((topic == t) & (sub == s))[0]
+            warm, cold = members[~is_cold[members]], members[is_cold[members]]
+            e, f = _tables(warm, cold) if len(warm) else (early[t], late[t])
+            early_sub[t].append(e)
+            late_sub[t].append(f)
     all_warm = np.nonzero(~is_cold)[0]
     all_items = np.arange(n_items)
 
     user_topic = rng.integers(n_topics, size=n_users)
+    user_sub = rng.integers(subtopics, size=n_users) if subtopics > 1 else np.zeros(n_users, np.int64)
+    repeats = repeat_share is not None
+    rate = rng.uniform(*repeat_share, size=n_users) if repeat_share is not None else np.zeros(n_users)
+    recent: list[list[int]] = [[] for _ in range(n_users)]  # distinct items, most recent last
     n = n_users * events_per_user
     cold_row = math.ceil(cold_from * n)
     users, picked, ts = [], [], []
@@ -282,11 +348,22 @@ def catalog_log(
     for _ in range(events_per_user):
         for u in rng.permutation(n_users):
             in_final = row >= cold_row
-            if rng.random() < focus:
-                candidates, p = (late if in_final else early)[user_topic[u]]
-                i = rng.choice(candidates, p=p)
+            past = recent[u]
+            if repeats and past and rng.random() < rate[u]:
+                i = past[int(rng.integers(len(past)))]
+            elif rng.random() < focus:
+                if subtopics > 1 and rng.random() < subtopic_focus:
+                    candidates, p = (late_sub if in_final else early_sub)[user_topic[u]][user_sub[u]]
+                else:
+                    candidates, p = (late if in_final else early)[user_topic[u]]
+                i = int(rng.choice(candidates, p=p))
             else:
-                i = rng.choice(all_items if in_final else all_warm)
+                i = int(rng.choice(all_items if in_final else all_warm))
+            if repeats:
+                if i in past:
+                    past.remove(i)
+                past.append(i)
+                del past[:-_RECENT]
             row += 1
             users.append(f"u{u}")
             picked.append(f"c{i}")
@@ -300,6 +377,9 @@ def catalog_log(
         topic_of_user={f"u{u}": int(user_topic[u]) for u in range(n_users)},
         topics=topics,
         cold_items=[f"c{k}" for k in np.nonzero(is_cold)[0]],
+        subtopic_of_item={f"c{k}": int(sub[k]) for k in range(n_items)},
+        subtopic_of_user={f"u{u}": int(user_sub[u]) for u in range(n_users)},
+        repeat_of_user={f"u{u}": float(rate[u]) for u in range(n_users)},
     )
 
 

@@ -69,9 +69,10 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     print(f"training on {n:,} of {len(log):,} interactions from {source} ({cfg.epochs} epochs)", flush=True)
     res = train(log.slice(0, n), cfg, attributes=catalog.attribute_edges if catalog else None)
     if catalog is not None:
-        from engine.catalog.alignment import fit_alignment
+        from engine.catalog.alignment import AlignTrainConfig, fit_alignment
 
-        meta["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
+        align = AlignTrainConfig(target=cfg.align_target)  # type: ignore[arg-type]
+        meta["alignment"] = fit_alignment(res.model, res.item_ids, catalog, align, log.slice(0, n)).to_dict()
     path = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg) | meta)
     print(f"checkpoint {path} (loss per epoch {[round(x, 4) for x in res.losses]}, {res.seconds:.1f}s)")
     return 0
@@ -79,7 +80,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_synthetic(args: argparse.Namespace, settings: Settings) -> int:
     """Write a synthetic catalogue (JSON lines) and interaction log (CSV) whose item text carries the
-    users' planted interests, with a share of items that appear only late (cold start)."""
+    users' planted interests (topics, and subtopics that no attribute names), with a share of items that
+    appear only late (cold start) and users who re-use their own items at planted rates."""
     from engine.offline.synthetic import catalog_log, write_catalog, write_log_csv
 
     cl = catalog_log(
@@ -88,13 +90,17 @@ def cmd_synthetic(args: argparse.Namespace, settings: Settings) -> int:
         n_topics=args.topics,
         events_per_user=args.events_per_user,
         seed=args.seed,
+        subtopics=args.subtopics,
+        repeat_share=tuple(args.repeat_share),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     write_catalog(cl.items, args.out / "catalog.jsonl")
     write_log_csv(cl.log, args.out / "log.csv")
+    used = {(u, i) for u, i in zip(cl.log.users, cl.log.items, strict=True)}
     print(
         f"{args.out}/catalog.jsonl: {len(cl.items):,} items ({len(cl.cold_items):,} appear only in the last "
-        f"fifth of the log); {args.out}/log.csv: {len(cl.log):,} interactions of {args.users:,} users"
+        f"fifth of the log; {args.subtopics} subtopics per topic); {args.out}/log.csv: {len(cl.log):,} "
+        f"interactions of {args.users:,} users, {1 - len(used) / len(cl.log):.0%} of them re-using an item"
     )
     return 0
 
@@ -173,6 +179,20 @@ def add_catalogues(sub: Any, settings: Settings) -> None:
     sy.add_argument("--topics", type=int, default=8)
     sy.add_argument("--events-per-user", type=int, default=40)
     sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument(
+        "--subtopics",
+        type=int,
+        default=3,
+        help="subtopics per topic, told apart by the item text only (1: none)",
+    )
+    sy.add_argument(
+        "--repeat-share",
+        type=float,
+        nargs=2,
+        default=(0.1, 0.7),
+        metavar=("LO", "HI"),
+        help="each user re-picks a recent item of theirs at a rate drawn uniformly in [LO, HI] (0 0: never)",
+    )
     sy.set_defaults(func=cmd_synthetic)
 
     eb = sub.add_parser("encode-bench", help="item text encoding throughput (items/s)")
