@@ -119,7 +119,7 @@ def _train(
         cfg = cfg.with_text(text_dim)
     res = train(log.slice(0, n_train), cfg, attributes=catalog.attribute_edges if catalog else None)
     if catalog is not None:
-        fit_alignment(res.model, res.item_ids, catalog)
+        fit_alignment(res.model, res.item_ids, catalog, log=log.slice(0, n_train))
         produce_catalog(settings, read_catalog(opts.catalog))  # the worker's catalog stage reads it
     ckpt = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg))
     losses = [round(x, 3) for x in res.losses]

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.offline.evaluation import RowRanks, ranking_metrics, split_masks, summarize
+from engine.offline.baselines import strongest
+from engine.offline.evaluation import RowRanks, calibration, ranking_metrics, split_masks, summarize
 from engine.offline.protocols import Split
 
 __all__ = ["build_report", "plot_over_time", "write_report"]
@@ -20,9 +21,14 @@ def build_report(
     masks = split_masks(rr, split)
     test = summarize(rr, masks["test"])
     val = summarize(rr, masks["val"])
+    model = test.pop("model")
+    if len(rr.explore_prob):
+        # P(the next item is new to the user) against whether it was
+        model["explore_calibration"] = calibration(rr.explore_prob[masks["test"]], ~rr.repeat[masks["test"]])
     return {
-        "model": test.pop("model"),
+        "model": model,
         "baselines": test,
+        "strongest_baseline": strongest(test),
         "validation": {"model": val.pop("model"), "baselines": val},
         "protocol": split.protocol,
         "data": data,

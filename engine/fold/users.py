@@ -350,7 +350,7 @@ class UserStage:
 
     # -------------------------------------------------------------------------------------- scoring
 
-    def _context(
+    def context(
         self, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None
     ) -> UserContext:
         """The users' contexts at query times ``now`` (default: each user's last event), on the device,
@@ -367,7 +367,7 @@ class UserStage:
     ) -> Tensor:
         """Scores ``[B, N]`` of all items for users with memories ``mem`` and states ``states`` at query
         times ``now`` (default: each user's last event)."""
-        return self.score_context(mem, self._context(states, now))
+        return self.score_context(mem, self.context(states, now))
 
     def _top_k(self, mem: Tensor, states: Sequence[UserState]) -> tuple[Tensor, Tensor, UserContext]:
         """Exact top-k scores and rows ``[B, k]`` and the users' contexts, scoring at most
@@ -376,7 +376,7 @@ class UserStage:
         n = len(self.table)
         k = min(self.top_k, n)
         chunk = max(1, SCORE_BUDGET // max(n, 1))
-        ctx = self._context(states)
+        ctx = self.context(states)
         parts = [
             torch.topk(self.score_context(mem[c : c + chunk], ctx[c : c + chunk]), k, dim=1)
             for c in range(0, len(states), chunk)
@@ -390,7 +390,7 @@ class UserStage:
         the user's last event this is the recommendation the fold emitted."""
         dev = self.table.device
         mem = torch.from_numpy(st.memory).to(dev).unsqueeze(0)
-        ctx = self._context([st], now=[max(at, st.last_t) if st.hist_items else at])
+        ctx = self.context([st], now=[max(at, st.last_t) if st.hist_items else at])
         scores = self.score_context(mem, ctx)[0]
         top_scores, top_rows = torch.topk(scores, min(k or self.top_k, scores.shape[0]))
         reasons = explain(self.table, ctx.hist_rows, top_rows.unsqueeze(0))[0]

@@ -41,7 +41,7 @@ from models.interest import InterestModel
 from schemas import EVENT_TYPES, Interaction
 
 __all__ = [
-    "RowRanks", "TargetRanks", "evaluate_stream", "next_items", "ranking_metrics", "split_masks", "summarize",
+    "RowRanks", "TargetRanks", "calibration", "evaluate_stream", "next_items", "ranking_metrics", "split_masks", "summarize",
 ]
 
 
@@ -85,6 +85,31 @@ class RowRanks:
     n_items: int
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # [R] the model's probability that the row's item is new to the user (none of their profile items)
+    explore_prob: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def calibration(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """How well probabilities ``prob`` ``[R]`` of a binary ``outcome`` ``[R]`` are calibrated: the
+    expected calibration error (Σ_b n_b/n · |mean prob_b − observed rate_b| over ``bins`` equal-width
+    bins), the Brier score, the mean prediction against the observed rate, and the bins themselves."""
+    ok = ~np.isnan(prob)
+    p, y = prob[ok], outcome[ok].astype(np.float64)
+    if len(p) == 0:
+        return {"n": 0}
+    edges = np.minimum((p * bins).astype(np.int64), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        sel = edges == b
+        if sel.any():
+            gap = abs(float(p[sel].mean()) - float(y[sel].mean()))
+            ece += sel.mean() * gap
+            table.append({"bin": [b / bins, (b + 1) / bins], "n": int(sel.sum()),
+                          "predicted": float(p[sel].mean()), "observed": float(y[sel].mean())})
+    return {
+        "n": int(len(p)), "ece": float(ece), "brier": float(np.mean((p - y) ** 2)),
+        "mean_predicted": float(p.mean()), "observed": float(y.mean()), "bins": table,
+    }
 
 
 class TargetRanks:
@@ -98,6 +123,8 @@ class TargetRanks:
         self.targets = targets
         self.times = None if times is None else np.asarray(times, np.float64)
         self.ranks = np.full(len(targets), np.nan)  # [E] 1 = best; nan = no target
+        # [E] the model's probability that the next item is none of the user's profile items
+        self.explore_prob = np.full(len(targets), np.nan)
 
     def after_round(
         self, stage: UserStage, positions: np.ndarray, mem: torch.Tensor, states: list[UserState]
@@ -108,7 +135,11 @@ class TargetRanks:
         ok = rows >= 0
         if ok.any():
             now = None if self.times is None else self.times[positions]
-            scores = stage.scores(mem, states, now=now)
+            ctx = stage.context(states, now)
+            scores = stage.score_context(mem, ctx)
+            # the mixture's scores are log-probabilities already; one softmax's logits become them
+            p = torch.softmax(scores, dim=1).gather(1, ctx.prof_rows.clamp(min=0)) * (ctx.prof_rows >= 0)
+            self.explore_prob[positions[ok]] = (1 - p.sum(1)).clamp(0, 1).cpu().numpy()[ok]
             target = torch.from_numpy(rows[ok]).to(scores.device)
             self.ranks[positions[ok]] = (
                 rank_of(scores[torch.from_numpy(ok).to(scores.device)], target).cpu().numpy()
@@ -146,6 +177,7 @@ def evaluate_stream(
     baselines = default_baselines()
     n_items = len(set(items))
     rank_at = {name: np.full(len(log), np.nan) for name in ["model", *baselines]}
+    explore_at = np.full(len(log), np.nan)
     seen_pairs: set[tuple[str, str]] = set()
     repeat = np.zeros(len(log), bool)
     start = time.perf_counter()
@@ -161,6 +193,7 @@ def evaluate_stream(
                 rank_at["model"][j] = (
                     float(rank_of(empty[None], torch.tensor([r]))[0]) if r >= 0 else len(table)
                 )
+                explore_at[j] = 1.0
                 for name, b in baselines.items():
                     rank_at[name][j] = b.rank(users[j], items[j], n_items)
         batch = [
@@ -185,6 +218,7 @@ def evaluate_stream(
                     rank_at[name][j] = b.rank(users[e], items[j], n_items)
             if j >= score_from:
                 rank_at["model"][j] = ranks.ranks[k]
+                explore_at[j] = ranks.explore_prob[k]
             pair = (users[e], items[e])
             repeat[e] = pair in seen_pairs
             seen_pairs.add(pair)
@@ -199,6 +233,7 @@ def evaluate_stream(
         n_items=n_items,
         seconds=seconds,
         extra={"events_per_s": len(log) / seconds, "online_steps": learner.steps if learner else 0},
+        explore_prob=explore_at[rows],
     )
 
 

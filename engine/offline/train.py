@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -50,6 +50,8 @@ class TrainConfig:
     # and the weight of predicting the next event's type, used when the log has more than one type
     event_weights: dict[str, float] | None = None
     type_loss_weight: float = 0.1
+    # what item text is aligned to after training (engine/catalog/alignment.py): "users" or "item"
+    align_target: Literal["users", "item"] = "users"
     interest: InterestConfig = field(default_factory=InterestConfig)
 
     @classmethod

@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     if catalog is not None:
         from engine.catalog.alignment import AlignTrainConfig, fit_alignment
 
-        align = AlignTrainConfig(target=cfg.align_target)  # type: ignore[arg-type]
+        align = AlignTrainConfig(target=cfg.align_target)
         meta["alignment"] = fit_alignment(res.model, res.item_ids, catalog, align, log.slice(0, n)).to_dict()
     path = save_checkpoint(settings.checkpoint_dir, res.model, res.item_ids, res.meta(cfg) | meta)
     print(f"checkpoint {path} (loss per epoch {[round(x, 4) for x in res.losses]}, {res.seconds:.1f}s)")

@@ -84,7 +84,7 @@ def _model(
 ) -> tuple[Any, list[str]]:
     """The model to evaluate and its item ids: ``--checkpoint``, or one trained on the first
     ``train_end`` rows (its training time goes into ``timings``, its text alignment into ``extra``)."""
-    from engine.catalog.alignment import fit_alignment
+    from engine.catalog.alignment import AlignTrainConfig, fit_alignment
     from engine.checkpoint import load_checkpoint
     from engine.offline.train import train
     from streams.runtime import pick_device
@@ -100,7 +100,10 @@ def _model(
     res = train(log.slice(0, train_end), train_cfg, attributes=catalog.attribute_edges if catalog else None)
     timings["train_s"] = res.seconds
     if catalog is not None:
-        extra["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
+        align = AlignTrainConfig(target=train_cfg.align_target)
+        extra["alignment"] = fit_alignment(
+            res.model, res.item_ids, catalog, align, log.slice(0, train_end)
+        ).to_dict()
     return res.model, res.item_ids
 
 
@@ -113,7 +116,7 @@ def _cold_start(
     online_cfg: OnlineConfig,
     extra: dict[str, Any],
 ) -> int:
-    from engine.catalog.alignment import fit_alignment
+    from engine.catalog.alignment import AlignTrainConfig, fit_alignment
     from engine.offline.cold_start import cold_start_split, evaluate_cold_start
     from engine.offline.train import train
 
@@ -127,7 +130,10 @@ def _cold_start(
         flush=True,
     )
     res = train(cs.log.slice(0, cs.train_end), train_cfg, attributes=catalog.attribute_edges)
-    extra["alignment"] = fit_alignment(res.model, res.item_ids, catalog).to_dict()
+    align = AlignTrainConfig(target=train_cfg.align_target)
+    extra["alignment"] = fit_alignment(
+        res.model, res.item_ids, catalog, align, cs.log.slice(0, cs.train_end)
+    ).to_dict()
     out = evaluate_cold_start(res.model, res.item_ids, cs, catalog, online_cfg)
     _print_cold_start(out, cs.extra["first_n"], extra["alignment"])
     if args.report:
@@ -172,6 +178,14 @@ def _print_table(report: dict[str, Any]) -> None:
         print(
             f"{name:<24} {m['mrr']:7.4f} {m['recall@10']:7.4f} {m['ndcg@10']:8.4f} "
             f"{m['repeat']['recall@10']:9.4f} {m['first_time']['recall@10']:9.4f} {val[name]['mrr']:8.4f}"
+        )
+    best = report["strongest_baseline"]
+    print(f"strongest baseline: {best} (MRR {report['model']['mrr'] - report['baselines'][best]['mrr']:+.4f})")
+    cal = report["model"].get("explore_calibration")
+    if cal and cal.get("n"):
+        print(
+            f"P(new to the user): mean {cal['mean_predicted']:.3f} against {cal['observed']:.3f} observed, "
+            f"ECE {cal['ece']:.3f}, Brier {cal['brier']:.3f}"
         )
 
 
