@@ -3,17 +3,19 @@
 In order of precedence, for user u and recommended item i:
 
 1. i is in u's recent history: "you used this k events ago" (evidence 0.5^k, the repeat signal's decay);
-2. i is close to a recent history item h: "like <h>" (evidence: their cosine in the co-interaction
+2. users often go from one of u's last ``TRANSITION_ITEMS`` items h to i: "often next after <h>"
+   (evidence: the share of h's transitions that go to i; when ≥ ``TRANSITION_SHARE``);
+3. i is close to a recent history item h: "like <h>" (evidence: their cosine in the co-interaction
    space, engine/catalog/cointeraction.py, or of their item vectors without it; when ≥ ``SIMILAR``, and
    only for an item someone has used: a new item's position is inferred from its catalogue entry);
-3. i shares a catalogue attribute with a recent history item h: "same genre as <h>" (evidence: the
+4. i shares a catalogue attribute with a recent history item h: "same genre as <h>" (evidence: the
    share of i's attributes that h has);
-4. i is among the most used items of the short popularity horizon: "trending" (evidence: its share
+5. i is among the most used items of the short popularity horizon: "trending" (evidence: its share
    of that recent use relative to the top item);
-5. i has never been used and stands on its catalogue knowledge: "new: matches your interests";
-6. otherwise "matches your current interests".
+6. i has never been used and stands on its catalogue knowledge: "new: matches your interests";
+7. otherwise "matches your current interests".
 
-(5 and 6: evidence: the cosine of i with the mean direction of u's recent items, floored at 0.)
+(6 and 7: evidence: the cosine of i with the mean direction of u's recent items, floored at 0.)
 
 Everything is computed for the whole batch at once on the device; only the wording is per item.
 """
@@ -29,6 +31,8 @@ from engine.fold.table import ItemTable
 __all__ = ["SIMILAR", "explain"]
 
 SIMILAR = 0.6  # cosine above which "like <item>" explains a recommendation
+TRANSITION_ITEMS = 4  # the user's last items whose transitions explain a recommendation
+TRANSITION_SHARE = 0.05  # share of a recent item's transitions above which "often next after <item>" explains
 TRENDING_SHARE = 0.01  # the top 1% of items (at least 10) by recent use are "trending"
 _AGO = ["you just used this"] + [f"you used this {k + 1} events ago" for k in range(1, 256)]
 
@@ -72,6 +76,13 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
         a_idx = first_a.float().argmax(-1)  # first shared attribute position
         shared_a = ra.gather(2, a_idx.unsqueeze(-1)).squeeze(-1)
 
+    # transitions: from each of the last TRANSITION_ITEMS events' items to each recommended item
+    src = hist[:, :TRANSITION_ITEMS]
+    counts = table.graph.pair_counts(src, top_rows).to(dev)  # [B, k, T]
+    totals = table.graph.pair_totals(src).to(dev)  # [B, T]
+    share = counts / totals.clamp(min=1).unsqueeze(1)
+    best_share, best_t = share.max(-1)  # [B, k]
+
     n = len(table)
     recent_use = table.graph.trending(n, dev)[:, 0]
     top_n = max(10, int(TRENDING_SHARE * n))
@@ -85,42 +96,48 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
     # the precedence of the module docstring as one code per item, then only the wording per item
     L = hist.shape[1]
     repeat = ago < L
-    like = ~repeat & (best_sim >= SIMILAR) & ~unused
-    same = ~repeat & ~like & (shared > 0) & (shared_a >= 0)
-    trend = ~repeat & ~like & ~same & trending
-    new = ~repeat & ~like & ~same & ~trend & unused & has_knowledge
+    after = ~repeat & (best_share >= TRANSITION_SHARE)
+    like = ~repeat & ~after & (best_sim >= SIMILAR) & ~unused
+    same = ~repeat & ~after & ~like & (shared > 0) & (shared_a >= 0)
+    trend = ~repeat & ~after & ~like & ~same & trending
+    new = ~repeat & ~after & ~like & ~same & ~trend & unused & has_knowledge
     code = torch.full((b, k), _INTEREST, dtype=torch.long, device=dev)
-    for c, mask in [(_REPEAT, repeat), (_LIKE, like), (_SAME, same), (_TRENDING, trend), (_NEW, new)]:
+    codes = [(_REPEAT, repeat), (_AFTER, after), (_LIKE, like), (_SAME, same), (_TRENDING, trend), (_NEW, new)]
+    for c, mask in codes:
         code[mask] = c
     evidence = torch.where(
         repeat, 0.5 ** ago.clamp(max=L).float(),
-        torch.where(
+        torch.where(after, best_share, torch.where(
             like, best_sim,
             torch.where(
                 same, shared, torch.where(trend, rec_use / peak.clamp(min=1e-9), interest.clamp(min=0))
             ),
-        ),
+        )),
     )
     # every distinct wording once: fixed texts first, then one per (code, named row, attribute)
-    named = torch.where(like, best_l, shared_l)
+    named = torch.where(after, best_t, torch.where(like, best_l, shared_l))
     named_row = hist.gather(1, named.clamp(max=L - 1))
     texts = [*_AGO[:L], _FIXED[_TRENDING], _FIXED[_NEW], _FIXED[_INTEREST]]
     text_id = torch.where(repeat, ago.clamp(max=L - 1), L + (code - _TRENDING).clamp(min=0))
-    dynamic = like | same
+    dynamic = after | like | same
     if bool(dynamic.any()):
         keys = torch.stack(
-            [code[dynamic], named_row[dynamic], shared_a[dynamic].masked_fill(like[dynamic], -1)], 1
+            [code[dynamic], named_row[dynamic], shared_a[dynamic].masked_fill(~same[dynamic], -1)], 1
         )
         uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
         names = table.attribute_names
         for c, r, at in uniq.tolist():
-            texts.append(f"like {table.title(r)}" if c == _LIKE else _same(names[at], table.title(r)))
+            texts.append(
+                f"like {table.title(r)}" if c == _LIKE
+                else f"often next after {table.title(r)}" if c == _AFTER
+                else _same(names[at], table.title(r))
+            )
         text_id[dynamic] = len(texts) - len(uniq) + inverse
     pick = texts.__getitem__
     return [list(zip(map(pick, ids), st)) for ids, st in zip(text_id.tolist(), evidence.tolist())]
 
 
-_REPEAT, _LIKE, _SAME, _TRENDING, _NEW, _INTEREST = range(6)
+_REPEAT, _AFTER, _LIKE, _SAME, _TRENDING, _NEW, _INTEREST = range(7)
 _FIXED = {
     _TRENDING: "trending", _NEW: "new: matches your interests", _INTEREST: "matches your current interests",
 }

@@ -154,6 +154,30 @@ class ItemGraph:
         feats = torch.stack([torch.log1p(last), last / total.clamp(min=1), torch.log1p(ctx)], dim=-1)
         return users.to(device), items.to(device), feats.to(device)
 
+    def pair_counts(self, src: Tensor, dst: Tensor) -> Tensor:
+        """``[B, k, L]`` transition counts from each of the source rows ``src`` ``[B, L]`` (-1 = none) to
+        each of the destination rows ``dst`` ``[B, k]``."""
+        b, k = dst.shape
+        L = src.shape[1]
+        if self._dense is not None and dst.numel() and int(dst.max()) < self._dense.shape[0] and L:
+            s, d = src.cpu(), dst.cpu()
+            counts = self._dense[s.clamp(min=0)[:, None, :], d[:, :, None]] * (s >= 0)[:, None, :]
+            return counts.to(dst.device)
+        out = torch.zeros((b, k, L))
+        for bi, (srow, drow) in enumerate(zip(src.tolist(), dst.tolist())):
+            for li, j in enumerate(srow):
+                row = self.out.get(j) if j >= 0 else None
+                if row:
+                    for ki, i in enumerate(drow):
+                        out[bi, ki, li] = row.get(i, 0.0)
+        return out.to(dst.device)
+
+    def pair_totals(self, src: Tensor) -> Tensor:
+        """``[B, L]`` all transitions counted from each source row ``src`` ``[B, L]`` (-1 = none: 0)."""
+        return torch.tensor(
+            [[sum(self.out.get(j, {}).values()) if j >= 0 else 0.0 for j in row] for row in src.tolist()]
+        )
+
     def snapshot_edges(self, n_items: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """Close the current snapshot: the undirected item–item edges ``[2, E]`` of the transitions
         since the last one, without self-loops, with weights log(1 + count) ``[E]``."""
