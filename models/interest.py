@@ -385,7 +385,8 @@ class InterestModel(nn.Module):
             )
         else:
             scores = self.scores(
-                q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap, users_content
+                q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap,
+                users_content,
             )
         return scores, q
 

@@ -151,7 +151,8 @@ def fit_alignment(
         recall = float((rank <= 10).float().mean())
     loss = _fit(model, text, collab, cfg)
     report = AlignReport(
-        len(eligible), n_out, recall, min(1.0, 10 / len(eligible)), loss, time.perf_counter() - start, aligned_to
+        len(eligible), n_out, recall, min(1.0, 10 / len(eligible)), loss, time.perf_counter() - start,
+        aligned_to,
     )
     logger.info(
         "alignment on %d items: held-out Recall@10 %.3f (random %.3f), %.1fs",

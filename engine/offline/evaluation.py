@@ -41,7 +41,8 @@ from models.interest import InterestModel
 from schemas import EVENT_TYPES, Interaction
 
 __all__ = [
-    "RowRanks", "TargetRanks", "calibration", "evaluate_stream", "next_items", "ranking_metrics", "split_masks", "summarize",
+    "RowRanks", "TargetRanks", "calibration", "evaluate_stream", "next_items", "ranking_metrics",
+    "split_masks", "summarize",
 ]
 
 

@@ -180,7 +180,8 @@ def _print_table(report: dict[str, Any]) -> None:
             f"{m['repeat']['recall@10']:9.4f} {m['first_time']['recall@10']:9.4f} {val[name]['mrr']:8.4f}"
         )
     best = report["strongest_baseline"]
-    print(f"strongest baseline: {best} (MRR {report['model']['mrr'] - report['baselines'][best]['mrr']:+.4f})")
+    delta = report["model"]["mrr"] - report["baselines"][best]["mrr"]
+    print(f"strongest baseline: {best} (MRR {delta:+.4f})")
     cal = report["model"].get("explore_calibration")
     if cal and cal.get("n"):
         print(

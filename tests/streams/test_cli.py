@@ -31,7 +31,8 @@ def test_train_then_evaluate_writes_a_report(tmp_path, monkeypatch, capsys):
         argv = ["evaluate", "--data", str(data), "--protocol", protocol, "--checkpoint", str(ck)]
         assert main([*argv, "--report", str(report)]) == 0
         rep = json.loads(report.read_text())
-        assert set(rep["baselines"]) == set(default_baselines()) and rep["strongest_baseline"] in rep["baselines"]
+        assert set(rep["baselines"]) == set(default_baselines())
+        assert rep["strongest_baseline"] in rep["baselines"]
         assert rep["protocol"] == protocol
         assert rep["model"]["n"] == rep["baselines"]["recency_frequency"]["n"] > 0
         assert 0 < rep["model"]["mrr"] <= 1 and {"repeat", "first_time", "ndcg@10"} <= set(rep["model"])

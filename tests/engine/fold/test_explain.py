@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,15 @@ def test_a_recommendation_with_no_evidence_says_so():
     table = _table(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     (reasons,) = explain(table, _history(table, "i0"), torch.tensor([[1]]))
     assert reasons[0][0] == "matches your current interests" and reasons[0][1] == 0.0
+
+
+def test_an_item_users_often_go_to_next_names_its_source():
+    table = _table(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]))
+    # from i1, users went on to i2 three times and to i0 once; nobody went from i3 to anything
+    table.graph.observe(np.array([1, 1, 1, 1]), np.array([2, 2, 2, 0]))
+    (reasons,) = explain(table, _history(table, "i3", "i1"), torch.tensor([[2, 0]]))
+    assert reasons[0] == ("often next after i1", 0.75)
+    assert reasons[1] == ("often next after i1", 0.25)
+    table.graph.observe(np.array([1] * 76), np.array([2] * 76))  # i0: 1 of 80, under TRANSITION_SHARE
+    (reasons,) = explain(table, _history(table, "i3", "i1"), torch.tensor([[0]]))
+    assert reasons[0][0] != "often next after i1"

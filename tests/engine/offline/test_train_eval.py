@@ -129,7 +129,8 @@ def test_offline_evaluation_carries_state_across_batches(log):
     ids = sorted(set(log.items.tolist()))
     m = InterestModel(
         InterestConfig(
-            n_items=len(ids), dim=8, profile_items=64, use_memory=False, use_item_bias=False, use_mixture=False
+            n_items=len(ids), dim=8, profile_items=64, use_memory=False, use_item_bias=False,
+            use_mixture=False,
         )
     )
 
