@@ -347,7 +347,7 @@ class Worker:
         for key, value in users:
             st = decode_user(value)
             with self.engine.lock:
-                items = stage.recommend(st, st.last_t)
+                items = stage.recommend(st, stage.emission_time(st))
             source = SourceRef(self.topics.interactions, p, st.offset, st.last_t, st.offset)
             rec = Recommendation(key.decode("utf-8"), tuple(items), stage.model_version, source, now)
             self._produce(self.topics.recommendations, rec.to_json(), key)

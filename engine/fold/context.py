@@ -20,9 +20,29 @@ from torch import Tensor
 from engine.fold.profile import N_PROFILE_FEATURES, feature_matrix, update_profile
 from engine.state.codec import UserState
 
-__all__ = ["HISTORY", "UserContext", "apply_event", "context_copy", "log_contexts", "user_contexts"]
+__all__ = [
+    "EMIT_GAPS", "HISTORY", "UserContext", "apply_event", "context_copy", "emission_times", "log_contexts",
+    "user_contexts",
+]
 
 HISTORY = 16  # the last events kept in order in each user's state
+
+
+EMIT_GAPS = 8  # a pushed recommendation is for the shortest of the user's last EMIT_GAPS gaps
+
+
+def emission_times(states: Sequence[UserState]) -> np.ndarray:
+    """``[B]`` the moment each user's pushed recommendation is for: their last event plus the shortest
+    of their last ``EMIT_GAPS`` gaps between events (their last event itself with fewer than two
+    events). A pushed list is read before the user's next event, whose time it cannot know; the model
+    was trained knowing it, so it is asked about the user's own quickest return rather than an
+    instant one (chosen on Wikipedia's validation split against the median and lower quantiles:
+    docs/evaluation.md)."""
+    out = np.empty(len(states), np.float64)
+    for k, st in enumerate(states):
+        t = st.hist_times[: EMIT_GAPS + 1]  # most recent first
+        out[k] = t[0] + min(a - b for a, b in zip(t, t[1:])) if len(t) >= 2 else (t[0] if t else 0.0)
+    return out
 
 
 def context_copy(st: UserState) -> UserState:

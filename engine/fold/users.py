@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.fold.context import HISTORY, UserContext, apply_event, context_copy, user_contexts
+from engine.fold.context import HISTORY, UserContext, apply_event, context_copy, emission_times, user_contexts
 from engine.fold.drift import interest_distance
 from engine.fold.explain import explain
 from engine.fold.items import ItemStage, ItemUpdates
@@ -156,6 +156,8 @@ class UserStage:
         self.seq_len = min(model.cfg.seq_len, HISTORY)
         self.dim = model.cfg.dim
         self.measure_drift = False  # fill FoldResult.drift
+        # push each list for the user's quickest return (context.emission_times), not their last event
+        self.emit_ahead = True
 
     @torch.no_grad()
     def fold(
@@ -369,6 +371,16 @@ class UserStage:
         times ``now`` (default: each user's last event)."""
         return self.score_context(mem, self.context(states, now))
 
+    def emission_times(self, states: Sequence[UserState]) -> np.ndarray | None:
+        """The query times of the users' pushed recommendations: :func:`emission_times` (None: each
+        user's last event, with ``emit_ahead`` off)."""
+        return emission_times(states) if self.emit_ahead else None
+
+    def emission_time(self, st: UserState) -> float:
+        """The query time of one stored user's pushed recommendation (:meth:`emission_times`)."""
+        at = self.emission_times([st])
+        return st.last_t if at is None else float(at[0])
+
     def _top_k(self, mem: Tensor, states: Sequence[UserState]) -> tuple[Tensor, Tensor, UserContext]:
         """Exact top-k scores and rows ``[B, k]`` and the users' contexts, scoring at most
         :data:`SCORE_BUDGET` user–item pairs at a time, so a large catalogue never needs a
@@ -376,7 +388,7 @@ class UserStage:
         n = len(self.table)
         k = min(self.top_k, n)
         chunk = max(1, SCORE_BUDGET // max(n, 1))
-        ctx = self.context(states)
+        ctx = self.context(states, self.emission_times(states))
         parts = [
             torch.topk(self.score_context(mem[c : c + chunk], ctx[c : c + chunk]), k, dim=1)
             for c in range(0, len(states), chunk)
@@ -387,7 +399,7 @@ class UserStage:
     def recommend(self, st: UserState, at: float, k: int | None = None) -> list[ScoredItem]:
         """The top ``k`` items for a stored user state at time ``at`` (epoch s): the user's vector
         projected from their last event to ``at``, ages and gaps measured to ``at``. At the time of
-        the user's last event this is the recommendation the fold emitted."""
+        the user's :meth:`emission_time` this is the recommendation the fold emitted."""
         dev = self.table.device
         mem = torch.from_numpy(st.memory).to(dev).unsqueeze(0)
         ctx = self.context([st], now=[max(at, st.last_t) if st.hist_items else at])

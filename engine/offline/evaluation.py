@@ -116,7 +116,7 @@ def calibration(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> dict[s
 class TargetRanks:
     """The fold's round observer for evaluation: right after each event is folded, the rank of the
     item its user uses next (``targets``, None for none) among all items, at the time in ``times``
-    (default: the moment of the event itself, what the emitted recommendation is for)."""
+    (default: what the emitted recommendation is for, :meth:`UserStage.emission_times`)."""
 
     def __init__(
         self, targets: Sequence[str | None], times: Sequence[float] | np.ndarray | None = None
@@ -135,7 +135,7 @@ class TargetRanks:
         rows = np.array([index.get(t, -1) if (t := self.targets[k]) else -2 for k in positions], np.int64)
         ok = rows >= 0
         if ok.any():
-            now = None if self.times is None else self.times[positions]
+            now = stage.emission_times(states) if self.times is None else self.times[positions]
             ctx = stage.context(states, now)
             scores = stage.score_context(mem, ctx)
             # the mixture's scores are log-probabilities already; one softmax's logits become them

@@ -201,13 +201,14 @@ def test_graph_snapshot_states_are_taken_and_restored(item_ids, log):
     assert torch.allclose(restored.table.vectors(), items.table.vectors(), atol=1e-2)
 
 
-def test_recommend_at_the_last_event_is_the_emitted_one_and_later_is_projected(model, item_ids, log):
+def test_recommend_at_the_emission_time_is_the_emitted_one_and_later_is_projected(model, item_ids, log):
     users, _, store = _stages(model, item_ids)
     res = users.fold(_events(log, 0, 60))
     users.commit(res)
     rec = res.recommendations[0]
     st = decode_user(store.partition(user_partition_name(0)).get(rec.user_id.encode("utf-8")))
-    now = users.recommend(st, st.last_t)
+    assert st.last_t < users.emission_time(st) <= st.last_t + min(np.diff(st.hist_times[::-1]))
+    now = users.recommend(st, users.emission_time(st))
     assert [i.item_id for i in now] == [i.item_id for i in rec.items]
     assert np.allclose([i.score for i in now], [i.score for i in rec.items], atol=1e-5)
     torch.nn.init.normal_(model.projection.weight)  # a trained projection; zero (identity) at init
