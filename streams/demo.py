@@ -56,7 +56,7 @@ _RULE = "=" * 72
 @dataclass
 class DemoOptions:
     data: Path
-    epochs: int = 2
+    epochs: int | None = None  # None: TrainConfig's passes; N: exactly N
     rate: float = 2000.0
     workdir: Path = Path(".tide/demo")
     train_fraction: float = 0.8
@@ -111,7 +111,7 @@ def _train(
 ) -> tuple[Path, Catalog | None]:
     """Train on the first ``n_train`` rows (with the catalogue, if given); return the checkpoint's path
     and the catalogue."""
-    cfg = TrainConfig(epochs=opts.epochs)
+    cfg = TrainConfig().with_epochs(opts.epochs)
     catalog = None
     if opts.catalog is not None:
         catalog, text_dim, info = load_catalog_file(opts.catalog, settings, "cpu")

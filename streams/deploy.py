@@ -42,7 +42,7 @@ class FirstCheckpoint:
     or, without it, a synthetic log of ``users`` × ``events_per_user`` events on ``items`` items."""
 
     data: Path | None = None
-    epochs: int = 2
+    epochs: int | None = None  # None: TrainConfig's (2 passes, more on a small log); N: exactly N
     seed: int = 0
     users: int = 200
     items: int = 300
@@ -122,9 +122,10 @@ def _train(directory: Path, first: FirstCheckpoint) -> Path:
             directory,
             directory,
         )
-    cfg = TrainConfig(epochs=first.epochs, seed=first.seed)
+    cfg = TrainConfig(seed=first.seed).with_epochs(first.epochs)
     logger.info(
-        "no checkpoint in %s: training on %s, %d events, %d epochs", directory, source, len(log), cfg.epochs
+        "no checkpoint in %s: training on %s, %d events, %d epochs", directory, source, len(log),
+        cfg.passes(len(log)),
     )
     res = train(log, cfg)
     path = save_checkpoint(directory, res.model, res.item_ids, res.meta(cfg) | {"data": source})

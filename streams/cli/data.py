@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streams.cli.flags import DATA, DEVICES, with_flags
+from streams.cli.flags import DATA, DEVICES, EPOCHS_HELP, with_flags
 from streams.config import Settings
 
 if TYPE_CHECKING:
@@ -61,12 +61,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         source = str(args.data)
     n = int(len(log) * args.fraction)
     cfg, _ = configs(args.config)
-    cfg = replace(cfg, seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {}))
+    cfg = replace(cfg, seed=args.seed).with_epochs(args.epochs)
     catalog, meta = None, {"data": source}
     if args.catalog:
         catalog, text_dim, meta["catalog"] = load_catalog(args.catalog, settings)
         cfg = cfg.with_text(text_dim)
-    print(f"training on {n:,} of {len(log):,} interactions from {source} ({cfg.epochs} epochs)", flush=True)
+    print(f"training on {n:,} of {len(log):,} interactions from {source} ({cfg.passes(n)} epochs)",
+          flush=True)
     res = train(log.slice(0, n), cfg, attributes=catalog.attribute_edges if catalog else None)
     if catalog is not None:
         from engine.catalog.alignment import AlignTrainConfig, fit_alignment
@@ -145,7 +146,7 @@ def add_train(sub: Any, settings: Settings) -> None:
     t.add_argument("--topic", default=None, help="train on this interactions topic instead of a CSV")
     t.add_argument("--bootstrap", default=None)
     t.add_argument("--fraction", type=float, default=0.8, help="leading share of rows to train on")
-    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=None, help=EPOCHS_HELP)
     t.add_argument("--config", type=Path, default=None, help='JSON {"train": {...}}')
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, default=settings.checkpoint_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.cli.data import configs, load_catalog
-from streams.cli.flags import DATA, with_flags
+from streams.cli.flags import DATA, EPOCHS_HELP, with_flags
 from streams.config import Settings
 
 if TYPE_CHECKING:
@@ -30,8 +30,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from streams.report import build_report, plot_over_time, write_report
 
     train_cfg, online_cfg = configs(args.config)
-    if args.epochs is not None:
-        train_cfg = replace(train_cfg, epochs=args.epochs)
+    train_cfg = train_cfg.with_epochs(args.epochs)
     if args.no_online:
         online_cfg = replace(online_cfg, enabled=False)
     log = read_csv(args.data)
@@ -94,7 +93,7 @@ def _model(
         return ckpt.model, ckpt.item_ids
     print(
         f"training on the {train_end:,} {args.protocol} training rows of {args.data} "
-        f"({train_cfg.epochs} epochs)",
+        f"({train_cfg.passes(train_end)} epochs)",
         flush=True,
     )
     res = train(log.slice(0, train_end), train_cfg, attributes=catalog.attribute_edges if catalog else None)
@@ -260,7 +259,7 @@ def add_commands(sub: Any, settings: Settings) -> None:
         "--checkpoint", type=Path, default=None, help="evaluate this checkpoint instead of training"
     )
     e.add_argument("--config", type=Path, default=None, help='JSON {"train": {...}, "online": {...}}')
-    e.add_argument("--epochs", type=int, default=None)
+    e.add_argument("--epochs", type=int, default=None, help=EPOCHS_HELP)
     e.add_argument("--no-online", action="store_true", help="turn online learning off")
     e.add_argument(
         "--as-emitted",

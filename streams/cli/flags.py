@@ -14,6 +14,7 @@ __all__ = ["DATA", "DEVICES", "option_defaults", "with_flags"]
 DEVICES: tuple[str, ...] = get_args(Settings.model_fields["device"].annotation)
 # The interaction log that train, evaluate, replay and demo read when given no --data.
 DATA = Path("../shared/data/wikipedia.csv")
+EPOCHS_HELP = "passes over the training rows, exactly (default: 2, or more to reach 400 steps on a small log)"
 
 
 def with_flags(settings: Settings, **flags: object) -> Settings:

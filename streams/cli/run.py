@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from streams.cli.flags import DATA, option_defaults, with_flags
+from streams.cli.flags import DATA, EPOCHS_HELP, option_defaults, with_flags
 from streams.config import Settings
 
 __all__ = ["add_cluster_commands", "add_stream_commands"]
@@ -205,7 +205,7 @@ def _add_start(sub: Any) -> None:
         default=d["data"],
         help="CSV log to train on when there is no checkpoint; default: a synthetic log",
     )
-    st.add_argument("--epochs", type=int, default=d["epochs"], help="epochs when training")
+    st.add_argument("--epochs", type=int, default=d["epochs"], help=EPOCHS_HELP)
     st.add_argument(
         "--no-topics", action="store_true", help="create no topics (they exist, or no rights to create them)"
     )
@@ -292,11 +292,10 @@ def _add_soak(sub: Any) -> None:
 
 
 def _add_demo(sub: Any, settings: Settings) -> None:
-    from engine.offline.train import TrainConfig
 
     d = sub.add_parser("demo", help="broker, train, replay, worker and a report, all on embedded defaults")
     d.add_argument("--data", type=Path, default=DATA)
-    d.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    d.add_argument("--epochs", type=int, default=None, help=EPOCHS_HELP)
     d.add_argument("--rate", type=float, default=2000.0, help="offered events/s for the latency phase")
     d.add_argument("--workdir", type=Path, default=Path(".tide/demo"))
     d.add_argument(

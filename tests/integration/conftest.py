@@ -73,7 +73,8 @@ def wait_for(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-unty
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory) -> Path:
     res = train(
-        events_log(synthetic_events(10, 30)), TrainConfig.of(epochs=1, batch_size=50, dim=16, profile_items=8)
+        events_log(synthetic_events(10, 30)),
+        TrainConfig.of(min_steps=0, epochs=1, batch_size=50, dim=16, profile_items=8),
     )
     d = tmp_path_factory.mktemp("checkpoints")
     save_checkpoint(d, res.model, res.item_ids, {})

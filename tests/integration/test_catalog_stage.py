@@ -52,7 +52,7 @@ def text_checkpoint(tmp_path_factory):
     res = train(
         log,
         TrainConfig.of(
-            epochs=1, batch_size=50, dim=16, profile_items=8, content_dim=8, text_dim=encoder.dim
+            epochs=1, min_steps=0, batch_size=50, dim=16, profile_items=8, content_dim=8, text_dim=encoder.dim
         ),
     )
     catalog = Catalog()

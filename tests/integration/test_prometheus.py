@@ -196,7 +196,8 @@ def text_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = train(
         events_log(synthetic_events(10, 8)),  # every item of the catalogue, in 80 events
         TrainConfig.of(
-            epochs=1, batch_size=50, dim=16, profile_items=PROFILE_ITEMS, content_dim=8, text_dim=text_dim
+            epochs=1, min_steps=0, batch_size=50, dim=16, profile_items=PROFILE_ITEMS, content_dim=8,
+            text_dim=text_dim,
         ),
     )
     d = tmp_path_factory.mktemp("text-checkpoints")

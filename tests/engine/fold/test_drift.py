@@ -19,7 +19,7 @@ N_AFTER = 3  # events after the drift
 def test_recommendations_follow_a_planted_interest_drift():
     d = drifting_log(seed=1)
     log = d.log
-    res = train(log, TrainConfig.of(epochs=3, batch_size=60, dim=16, profile_items=16, seed=0))
+    res = train(log, TrainConfig.of(min_steps=0, epochs=3, batch_size=60, dim=16, profile_items=16, seed=0))
     table = ItemTable(res.model, res.item_ids, torch.device("cpu"))
     stage = UserStage(res.model, table, MemoryStateStore(), model_version="t", top_k=10)
     items = ItemStage(res.model, table, None)

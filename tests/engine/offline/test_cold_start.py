@@ -27,7 +27,8 @@ def world():
     res = train(
         cl.log.slice(0, train_end),
         TrainConfig.of(
-            epochs=3, batch_size=100, dim=16, profile_items=8, content_dim=16, text_dim=encoder.dim
+            epochs=3, min_steps=0, batch_size=100, dim=16, profile_items=8, content_dim=16,
+            text_dim=encoder.dim,
         ),
     )
     report = fit_alignment(

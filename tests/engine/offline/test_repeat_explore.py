@@ -16,7 +16,7 @@ def habits():
         repeat_share=(0.0, 0.9),
     )
     train_end = int(0.7 * len(cl.log))
-    cfg = TrainConfig.of(epochs=10, batch_size=100, dim=16, profile_items=16)
+    cfg = TrainConfig.of(min_steps=0, epochs=10, batch_size=100, dim=16, profile_items=16)
     res = train(cl.log.slice(0, train_end), cfg)
     rr = evaluate_stream(res.model, res.item_ids, cl.log, train_end, online=OnlineConfig(enabled=False))
     return cl, rr

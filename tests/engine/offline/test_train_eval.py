@@ -12,7 +12,7 @@ from engine.offline.data import read_csv
 from engine.offline.evaluation import evaluate_stream, next_items, ranking_metrics, summarize
 from engine.offline.train import TrainConfig, train
 
-CFG = TrainConfig.of(epochs=2, batch_size=50, dim=16, profile_items=5)
+CFG = TrainConfig.of(min_steps=0, epochs=2, batch_size=50, dim=16, profile_items=5)
 
 
 def test_protocol_splits(log):
@@ -34,7 +34,7 @@ def test_training_is_deterministic_and_learns(log):
 
 
 def test_checkpoint_rebuilds_its_model(log, tmp_path):
-    res = train(log, TrainConfig.of(epochs=1, batch_size=100, dim=8, profile_items=5))
+    res = train(log, TrainConfig.of(min_steps=0, epochs=1, batch_size=100, dim=8, profile_items=5))
     path = save_checkpoint(tmp_path, res.model, res.item_ids, res.meta(CFG))
     assert latest_checkpoint(tmp_path) == path
     ck = load_checkpoint(path)
@@ -45,7 +45,7 @@ def test_checkpoint_rebuilds_its_model(log, tmp_path):
 
 @pytest.mark.parametrize("online", [False, True])
 def test_evaluation_ranks_every_scored_row_and_beats_popularity(log, online):
-    res = train(log, TrainConfig.of(epochs=3, batch_size=50, dim=16, profile_items=5))
+    res = train(log, TrainConfig.of(min_steps=0, epochs=3, batch_size=50, dim=16, profile_items=5))
     rr = evaluate_stream(
         res.model,
         res.item_ids,
@@ -154,8 +154,16 @@ def test_event_types_are_weighted_and_predicted_jointly():
         [EVENT_TYPES.index("view"), EVENT_TYPES.index("purchase")], size=len(log), p=[0.8, 0.2]
     )
     log = type(log)(log.users, log.items, log.ts, types)
-    cfg = TrainConfig.of(epochs=2, batch_size=50, dim=8, profile_items=5, event_weights={"purchase": 3.0})
+    cfg = TrainConfig.of(
+        min_steps=0, epochs=2, batch_size=50, dim=8, profile_items=5, event_weights={"purchase": 3.0}
+    )
     res = train(log, cfg)
     assert np.isfinite(res.losses).all()
     with pytest.raises(ValueError, match="unknown event types"):
-        train(log, TrainConfig(epochs=1, event_weights={"buy": 2.0}))
+        train(log, TrainConfig(epochs=1, min_steps=0, event_weights={"buy": 2.0}))
+
+
+def test_a_small_log_takes_more_passes_unless_told_exactly():
+    cfg = TrainConfig()  # 2 passes, at least 400 steps of 200 rows
+    assert cfg.passes(125_979) == 2 and cfg.passes(16_000) == 5 and cfg.passes(10) == 400
+    assert cfg.with_epochs(3).passes(16_000) == 3 and cfg.with_epochs(None) is cfg
