@@ -149,7 +149,12 @@ def test_either_worker_answers_for_every_user_and_drifts_are_reported(settings, 
             assert d["distance"] >= d["threshold"] == DRIFT_THRESHOLD
         assert sum(metric_sum(p, "tide_interest_drifts_total") for p in ports.values()) == len(drifts)
 
-        # --- live quality: each worker judged its users' events against what was live for them
+        # --- live quality: each worker judged its users' events against what was live for them (the
+        # gauges are refreshed every 5 s, so the second phase's judgements may take that long to show)
+        wait_for(
+            lambda: all(metric_sum(p, "tide_live_judged_events") > 0 for p in ports.values()), 30,
+            "a worker never reported judged events",
+        )
         gauges = {
             n: {g: metric_sum(p, f"tide_live_{g}") for g in (
                 "judged_events", "recall_ratio", "mrr_ratio", "coverage_ratio", "intra_list_distance",
