@@ -10,6 +10,7 @@ that row's own time, as JODIE and TGB do.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
@@ -38,11 +39,11 @@ def emission_times(states: Sequence[UserState]) -> np.ndarray:
     was trained knowing it, so it is asked about the user's own quickest return rather than an
     instant one (chosen on Wikipedia's validation split against the median and lower quantiles:
     docs/evaluation.md)."""
-    out = np.empty(len(states), np.float64)
+    out = [0.0] * len(states)
     for k, st in enumerate(states):
         t = st.hist_times[: EMIT_GAPS + 1]  # most recent first
-        out[k] = t[0] + min(a - b for a, b in zip(t, t[1:])) if len(t) >= 2 else (t[0] if t else 0.0)
-    return out
+        out[k] = t[0] + min(map(operator.sub, t, t[1:])) if len(t) >= 2 else (t[0] if t else 0.0)
+    return np.array(out, np.float64)
 
 
 def context_copy(st: UserState) -> UserState:

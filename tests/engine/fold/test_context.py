@@ -4,7 +4,7 @@ stream's."""
 import numpy as np
 import torch
 
-from engine.fold.context import apply_event, log_contexts, user_contexts
+from engine.fold.context import EMIT_GAPS, apply_event, emission_times, log_contexts, user_contexts
 from engine.fold.profile import N_PROFILE_FEATURES, profile_features
 from engine.state.codec import UserState
 
@@ -72,3 +72,12 @@ def test_log_contexts_are_the_streams_contexts_just_before_each_event():
         for name, a in vars(one).items():
             assert torch.equal(getattr(logged, name)[e], a[0]), (name, e)
         apply_event(st, int(items[e]), float(ts[e]), int(types[e]), 4)
+
+
+def test_a_pushed_list_is_for_the_users_quickest_recent_return():
+    a, one, none = UserState.empty(4), UserState.empty(4), UserState.empty(4)
+    a.hist_times = [100.0, 90.0, 40.0, 39.0]  # most recent first; the gap of 1 s is the 3rd of 3
+    one.hist_times = [5.0]
+    assert emission_times([a, one, none]).tolist() == [101.0, 5.0, 0.0]
+    a.hist_times = [100.0] + [90.0 - 10 * k for k in range(EMIT_GAPS)] + [19.0]  # its 1 s gap is too old
+    assert emission_times([a])[0] == 110.0
