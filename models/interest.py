@@ -225,12 +225,13 @@ class InterestModel(nn.Module):
     def pair_features(
         self, prof_rows: Tensor, prof_feats: Tensor, trans: tuple[Tensor, Tensor, Tensor], gap: Tensor,
         n_items: int,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The related (user, item) pairs and their features: each user's profile items ``[B, M]``
         (-1 = empty) with features ``[B, M, Fp]``, and the transition pairs (user ``[P]``, item ``[P]``,
         features ``[P, 3]``) of engine.graph; a pair in both gets both. Returns users ``[R]``, items
-        ``[R]`` and features ``[R, Fp + 3 + 1]`` (the last: the user's gap code). Unrelated pairs
-        have all-zero features and are never materialised."""
+        ``[R]``, features ``[R, Fp + 3 + 1]`` (the last: the user's gap code), and for each valid
+        profile slot, in row-major order, the index of its pair ``[V]``. Unrelated pairs have all-zero
+        features and are never materialised."""
         valid = prof_rows >= 0
         pu = valid.nonzero(as_tuple=True)[0]
         pi = prof_rows[valid]
@@ -242,7 +243,7 @@ class InterestModel(nn.Module):
         x[inverse[len(pu) :], fp : fp + tf.shape[-1]] = tf
         users, items = keys // n_items, keys % n_items
         x[:, -1] = self.gap_code(gap)[users, 0]
-        return users, items, x
+        return users, items, x, inverse[: len(pu)]
 
     def scores(
         self,
@@ -269,7 +270,7 @@ class InterestModel(nn.Module):
         if content is not None and self.cfg.content_dim > 0:
             out = out + self.content_weight * (content[0] @ content[1].T)
         # g(x) on the related pairs only (most pairs are unrelated: x = 0 and g(0) = 0)
-        users, items, x = self.pair_features(prof_rows, prof_feats, transitions, gap, n)
+        users, items, x, _ = self.pair_features(prof_rows, prof_feats, transitions, gap, n)
         g = (self.pair_mlp(x) - self.pair_mlp(torch.zeros_like(x[:1]))).squeeze(-1)
         return out.index_put((users, items), g, accumulate=True)
 
@@ -313,40 +314,45 @@ class InterestModel(nn.Module):
         knowledge neighbourhood, popularity, freshness and velocity. Other arguments as :meth:`scores`.
         """
         n, b = item_vecs.shape[0], query.shape[0]
-        dev = query.device
         valid = prof_rows >= 0  # [B, M]
+        vb, vm = valid.nonzero(as_tuple=True)  # the valid profile slots, row-major
         rows = prof_rows.clamp(min=0)
+        vr = prof_rows[vb, vm]  # their item rows
         bias = item_bias if self.cfg.use_item_bias else torch.zeros_like(item_bias)
-        users, items, x = self.pair_features(prof_rows, prof_feats, transitions, gap, n)
-        fp = prof_feats.shape[-1]
-        in_profile = (x[:, :fp] != 0).any(-1)  # [R]: profile pairs always have a use count
+        users, items, x, at = self.pair_features(prof_rows, prof_feats, transitions, gap, n)
+        in_profile = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        in_profile[at] = True
+        ex = (~in_profile).nonzero(as_tuple=True)[0]  # the pairs outside the profile: transitions only
         zero = torch.zeros_like(x[:1])
 
         # explore: every item; the profile's positions are masked out of its softmax
         e = bias + self.item_mlp(self.item_features(trending)).squeeze(-1)  # [N]
         q_e = query + self.explore_query(query)
-        e = e + q_e @ item_vecs.T if self.cfg.use_memory else e.expand(b, -1).clone()  # [B, N]
-        if content is not None and self.cfg.content_dim > 0:
-            e = e + self.explore_content_weight * (content[0] @ content[1].T)
-        g_e = (self.explore_pair_mlp(x[~in_profile]) - self.explore_pair_mlp(zero)).squeeze(-1)
-        e = e.index_put((users[~in_profile], items[~in_profile]), g_e, accumulate=True)
-        bidx = torch.arange(b, device=dev).unsqueeze(1).expand_as(prof_rows)
-        mask = torch.zeros((b, n), dtype=torch.bool, device=dev)
-        mask[bidx[valid], prof_rows[valid]] = True
-        has_explore = ~mask.all(dim=1)
+        if self.cfg.use_memory:  # both queries against every item in one product; the repeat side gathers
+            qv = torch.cat([query, q_e]) @ item_vecs.T  # [2B, N]
+            e = e + qv[b:]
+        else:
+            e = e.expand(b, -1).clone()  # [B, N]
+        cc = content[0] @ content[1].T if content is not None and self.cfg.content_dim > 0 else None  # [B, N]
+        if cc is not None:
+            e = e + self.explore_content_weight * cc
+        g_e = (self.explore_pair_mlp(x[ex]) - self.explore_pair_mlp(zero)).squeeze(-1)
+        e = e.index_put((users[ex], items[ex]), g_e, accumulate=True)
+        mask = torch.zeros((b, n), dtype=torch.bool, device=e.device)
+        mask[vb, vr] = True
+        has_explore = valid.sum(1) < n  # a profile's items are distinct
         lse_e = torch.logsumexp(e.masked_fill(mask, float("-inf")), dim=1)
         lse_e = torch.where(has_explore, lse_e, torch.zeros_like(lse_e))
 
-        # repeat: the profile's items only, gathered
-        r = (bias + self.trend(trending).squeeze(-1))[rows]  # [B, M]
+        # repeat: the profile's items only, gathered (index_select: advanced indexing with a [B, M]
+        # index is far slower on CPU)
+        r = (bias + self.trend(trending).squeeze(-1)).index_select(0, rows.reshape(-1)).view(b, -1)  # [B, M]
         if self.cfg.use_memory:
-            r = r + (item_vecs[rows] @ query.unsqueeze(-1)).squeeze(-1)
-        if content is not None and self.cfg.content_dim > 0:
-            r = r + self.content_weight * (content[1][rows] @ content[0].unsqueeze(-1)).squeeze(-1)
-        keys = users * n + items  # sorted: torch.unique's order
-        at = torch.searchsorted(keys, (bidx * n + rows)[valid])
+            r = r + qv[:b].gather(1, rows)
+        if cc is not None:
+            r = r + self.content_weight * cc.gather(1, rows)
         g_r = (self.pair_mlp(x[at]) - self.pair_mlp(zero)).squeeze(-1)
-        r = r.index_put((bidx[valid], torch.nonzero(valid, as_tuple=True)[1]), g_r, accumulate=True)
+        r = r.index_put((vb, vm), g_r, accumulate=True)
         r = r.masked_fill(~valid, float("-inf"))
         has_repeat = valid.any(dim=1)
         lse_r = torch.logsumexp(r, dim=1)
@@ -356,7 +362,7 @@ class InterestModel(nn.Module):
         log_exp = torch.where(has_repeat, F.logsigmoid(-repeat_logit), torch.zeros_like(repeat_logit))
         out = e - (lse_e - log_exp).unsqueeze(-1)
         rep = r - (lse_r - log_rep).unsqueeze(-1)
-        return out.index_put((bidx[valid], prof_rows[valid]), rep[valid])
+        return out.index_put((vb, vr), rep[vb, vm])
 
     def repeat_logit(self, x: ScoringInputs, q: Tensor) -> Tensor:
         """``[B]`` the logit of p_u, the probability that the user's next item is one of their profile
