@@ -31,8 +31,10 @@ def test_pair_features_list_profile_and_transition_pairs_once():
     feats = torch.tensor([[[1.0, 0.5], [0.25, 2.0], [9.0, 9.0]], [[7.0, 7.0], [0.0, 0.0], [0.0, 0.0]]])
     # transitions of user 0 to items 3 and 2 (2 is also in the profile)
     trans = (torch.tensor([0, 0]), torch.tensor([3, 2]), torch.tensor([[1.0, 0.5, 0.0], [2.0, 0.5, 0.0]]))
-    users, items, x = m.pair_features(rows, feats, trans, torch.tensor([0.0, 5.0]), 4)
+    users, items, x, at = m.pair_features(rows, feats, trans, torch.tensor([0.0, 5.0]), 4)
     pairs = {(u, i): row for u, i, row in zip(users.tolist(), items.tolist(), x.tolist())}
+    # the valid profile slots, row-major (user 0's items 2 and 1), name their pairs
+    assert [(users[k].item(), items[k].item()) for k in at.tolist()] == [(0, 2), (0, 1)]
     assert set(pairs) == {(0, 1), (0, 2), (0, 3)}  # empty profile slots and user 1 add nothing
     assert pairs[(0, 2)][:5] == [1.0, 0.5, 2.0, 0.5, 0.0] and pairs[(0, 1)][:5] == [0.25, 2.0, 0.0, 0.0, 0.0]
     assert pairs[(0, 3)][:5] == [0.0, 0.0, 1.0, 0.5, 0.0]
