@@ -102,8 +102,10 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
     trend = ~repeat & ~after & ~like & ~same & trending
     new = ~repeat & ~after & ~like & ~same & ~trend & unused & has_knowledge
     code = torch.full((b, k), _INTEREST, dtype=torch.long, device=dev)
-    codes = [(_REPEAT, repeat), (_AFTER, after), (_LIKE, like), (_SAME, same), (_TRENDING, trend)]
-    for c, mask in [*codes, (_NEW, new)]:
+    codes = [
+        (_REPEAT, repeat), (_AFTER, after), (_LIKE, like), (_SAME, same), (_TRENDING, trend), (_NEW, new),
+    ]
+    for c, mask in codes:
         code[mask] = c
     evidence = torch.where(
         repeat, 0.5 ** ago.clamp(max=L).float(),

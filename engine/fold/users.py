@@ -156,8 +156,6 @@ class UserStage:
         self.seq_len = min(model.cfg.seq_len, HISTORY)
         self.dim = model.cfg.dim
         self.measure_drift = False  # fill FoldResult.drift
-        # push each list for the user's quickest return (context.emission_times), not their last event
-        self.emit_ahead = True
 
     @torch.no_grad()
     def fold(
@@ -371,15 +369,9 @@ class UserStage:
         times ``now`` (default: each user's last event)."""
         return self.score_context(mem, self.context(states, now))
 
-    def emission_times(self, states: Sequence[UserState]) -> np.ndarray | None:
-        """The query times of the users' pushed recommendations: :func:`emission_times` (None: each
-        user's last event, with ``emit_ahead`` off)."""
-        return emission_times(states) if self.emit_ahead else None
-
     def emission_time(self, st: UserState) -> float:
-        """The query time of one stored user's pushed recommendation (:meth:`emission_times`)."""
-        at = self.emission_times([st])
-        return st.last_t if at is None else float(at[0])
+        """The query time of one stored user's pushed recommendation (:func:`emission_times`)."""
+        return float(emission_times([st])[0])
 
     def _top_k(self, mem: Tensor, states: Sequence[UserState]) -> tuple[Tensor, Tensor, UserContext]:
         """Exact top-k scores and rows ``[B, k]`` and the users' contexts, scoring at most
@@ -388,7 +380,7 @@ class UserStage:
         n = len(self.table)
         k = min(self.top_k, n)
         chunk = max(1, SCORE_BUDGET // max(n, 1))
-        ctx = self.context(states, self.emission_times(states))
+        ctx = self.context(states, emission_times(states))  # each list for the user's quickest return
         parts = [
             torch.topk(self.score_context(mem[c : c + chunk], ctx[c : c + chunk]), k, dim=1)
             for c in range(0, len(states), chunk)

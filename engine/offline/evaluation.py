@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from engine.catalog.knowledge import Catalog
+from engine.fold.context import emission_times
 from engine.fold.items import ItemStage
 from engine.fold.online import OnlineConfig, OnlineLearner
 from engine.fold.table import ItemTable
@@ -116,7 +117,7 @@ def calibration(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> dict[s
 class TargetRanks:
     """The fold's round observer for evaluation: right after each event is folded, the rank of the
     item its user uses next (``targets``, None for none) among all items, at the time in ``times``
-    (default: what the emitted recommendation is for, :meth:`UserStage.emission_times`)."""
+    (default: what the emitted recommendation is for, :func:`engine.fold.context.emission_times`)."""
 
     def __init__(
         self, targets: Sequence[str | None], times: Sequence[float] | np.ndarray | None = None
@@ -135,7 +136,7 @@ class TargetRanks:
         rows = np.array([index.get(t, -1) if (t := self.targets[k]) else -2 for k in positions], np.int64)
         ok = rows >= 0
         if ok.any():
-            now = stage.emission_times(states) if self.times is None else self.times[positions]
+            now = emission_times(states) if self.times is None else self.times[positions]
             ctx = stage.context(states, now)
             scores = stage.score_context(mem, ctx)
             # the mixture's scores are log-probabilities already; one softmax's logits become them

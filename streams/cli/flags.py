@@ -9,12 +9,13 @@ from typing import Any, get_args
 
 from streams.config import Settings
 
-__all__ = ["DATA", "DEVICES", "option_defaults", "with_flags"]
+__all__ = ["DATA", "DEVICES", "EPOCHS_HELP", "option_defaults", "with_flags"]
 
 DEVICES: tuple[str, ...] = get_args(Settings.model_fields["device"].annotation)
 # The interaction log that train, evaluate, replay and demo read when given no --data.
 DATA = Path("../shared/data/wikipedia.csv")
-EPOCHS_HELP = "passes over the training rows, exactly (default: 2, or more to reach 400 steps on a small log)"
+# (names TrainConfig's fields rather than importing it, which would load torch for every command)
+EPOCHS_HELP = "passes over the training rows, exactly (default: 2, or more on a small log: min_steps)"
 
 
 def with_flags(settings: Settings, **flags: object) -> Settings:

@@ -292,7 +292,6 @@ def _add_soak(sub: Any) -> None:
 
 
 def _add_demo(sub: Any, settings: Settings) -> None:
-
     d = sub.add_parser("demo", help="broker, train, replay, worker and a report, all on embedded defaults")
     d.add_argument("--data", type=Path, default=DATA)
     d.add_argument("--epochs", type=int, default=None, help=EPOCHS_HELP)
