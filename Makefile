@@ -13,6 +13,12 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+# Without prebuilt wheels, torch-scatter and torch-sparse are built against the torch just installed
+# (their builds import it, so not in pip's isolated build environment).
+ifeq ($(FIND_LINKS),)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check setuptools wheel
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation torch-scatter torch-sparse
+endif
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(FIND_LINKS) -e '.[test]'
 	touch $@
 
