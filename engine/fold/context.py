@@ -13,6 +13,9 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from itertools import chain
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,25 +138,26 @@ def user_contexts(
     m = np.array([min(len(st.prof_items), max_items) for st in states], np.int64)
     if m.any():
         b, pos = _ragged(m)
+        has = m > 0
         pairs = [(st, k) for st, k in zip(states, m.tolist()) if k]
         first_use = np.array([st.prof_last_t[0] for st, _ in pairs])
-        ref = np.where(np.isnan(t[m > 0]), first_use, t[m > 0])  # profile_features' reference time
-        ref_b = np.repeat(ref, m[m > 0])
-        arr.prof_rows[b, pos] = rows_of([i for st, k in pairs for i in st.prof_items[:k]])
+        ref = np.where(np.isnan(t[has]), first_use, t[has])  # profile_features' reference time
+        ref_b = np.repeat(ref, m[has])
+        arr.prof_rows[b, pos] = rows_of(_cat(pairs, "prof_items"))
         arr.prof_feats[b, pos] = feature_matrix(
-            np.array([a for st, k in pairs for a in st.prof_acc[:k]], np.float64).reshape(len(b), -1),
-            np.repeat([st.n_events for st, _ in pairs], m[m > 0]) - _flat(pairs, "prof_last_n"),
-            _flat(pairs, "prof_count"),
-            np.maximum(ref_b - _flat(pairs, "prof_last_t"), 0.0),
+            np.fromiter(chain.from_iterable(_cat(pairs, "prof_acc")), np.float64).reshape(len(b), -1),
+            np.repeat([st.n_events for st, _ in pairs], m[has]) - _flat(pairs, "prof_last_n", len(b)),
+            _flat(pairs, "prof_count", len(b)),
+            np.maximum(ref_b - _flat(pairs, "prof_last_t", len(b)), 0.0),
             pos.astype(np.float64),
         )
     h = np.array([min(len(st.hist_items), hist_len) for st in states], np.int64)
     if h.any():
         b, pos = _ragged(h)
         pairs = [(st, k) for st, k in zip(states, h.tolist()) if k]
-        arr.hist_rows[b, pos] = rows_of([i for st, k in pairs for i in st.hist_items[:k]])
-        arr.hist_ages[b, pos] = np.maximum(t[b] - _flat(pairs, "hist_times"), 0.0)
-        arr.hist_types[b, pos] = _flat(pairs, "hist_types")
+        arr.hist_rows[b, pos] = rows_of(_cat(pairs, "hist_items"))
+        arr.hist_ages[b, pos] = np.maximum(t[b] - _flat(pairs, "hist_times", len(b)), 0.0)
+        arr.hist_types[b, pos] = _flat(pairs, "hist_types", len(b))
         has = h > 0
         arr.gap[has] = np.maximum(t[has] - np.array([st.hist_times[0] for st, _ in pairs]), 0.0)
     return arr.tensors()
@@ -166,9 +170,16 @@ def _ragged(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return b, pos
 
 
-def _flat(pairs: list[tuple[UserState, int]], name: str) -> np.ndarray:
+def _cat(pairs: list[tuple[UserState, int]], name: str) -> list[Any]:
     """The first ``k`` entries of list field ``name`` of each (state, k), concatenated."""
-    return np.array([x for st, k in pairs for x in getattr(st, name)[:k]], np.float64)
+    field = attrgetter(name)
+    return list(chain.from_iterable([field(st)[:k] for st, k in pairs]))
+
+
+def _flat(pairs: list[tuple[UserState, int]], name: str, size: int) -> np.ndarray:
+    """:func:`_cat` of a numeric field (``size`` entries in all) as float64."""
+    field = attrgetter(name)
+    return np.fromiter(chain.from_iterable([field(st)[:k] for st, k in pairs]), np.float64, size)
 
 
 def log_contexts(

@@ -22,13 +22,15 @@ Everything is computed for the whole batch at once on the device; only the wordi
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from engine.fold.table import ItemTable
 
-__all__ = ["SIMILAR", "explain"]
+__all__ = ["SIMILAR", "Reasons", "explain", "reasons"]
 
 SIMILAR = 0.6  # cosine above which "like <item>" explains a recommendation
 TRANSITION_ITEMS = 4  # the user's last items whose transitions explain a recommendation
@@ -37,10 +39,28 @@ TRENDING_SHARE = 0.01  # the top 1% of items (at least 10) by recent use are "tr
 _AGO = ["you just used this"] + [f"you used this {k + 1} events ago" for k in range(1, 256)]
 
 
+class Reasons(NamedTuple):
+    """The reasons of ``[B, k]`` recommended rows, each wording once: item ``j`` of user ``b`` is
+    explained by ``texts[text_ids[b][j]]`` with weight ``evidence[b][j]``."""
+
+    texts: list[str]
+    text_ids: list[list[int]]  # [B][k]
+    evidence: list[list[float]]  # [B][k]
+
+
 @torch.no_grad()
 def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple[str, float]]]:
     """``(reason, evidence)`` for each of the ``[B, k]`` recommended rows of users whose last events
     are the item rows ``hist`` ``[B, L]`` (most recent first, -1 = none; a context's ``hist_rows``)."""
+    r = reasons(table, hist, top_rows)
+    pick = r.texts.__getitem__
+    return [list(zip(map(pick, ids), ev)) for ids, ev in zip(r.text_ids, r.evidence)]
+
+
+@torch.no_grad()
+def reasons(table: ItemTable, hist: Tensor, top_rows: Tensor) -> Reasons:
+    """:func:`explain`'s reasons as the distinct texts and, per recommended row, an index into them
+    and the evidence (no pair per item: the caller builds its own records from these lists)."""
     dev = top_rows.device
     b, k = top_rows.shape
     hist = hist.to(dev)
@@ -79,7 +99,9 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
     # transitions: from each of the last TRANSITION_ITEMS events' items to each recommended item
     src = hist[:, :TRANSITION_ITEMS]
     counts = table.graph.pair_counts(src, top_rows).to(dev)  # [B, k, T]
-    totals = table.graph.pair_totals(src).to(dev)  # [B, T]
+    # each distinct source row's total once (a batch's users share their recent items)
+    uniq_src, inverse_src = torch.unique(src, return_inverse=True)
+    totals = table.graph.pair_totals(uniq_src.view(1, -1))[0][inverse_src].to(dev)  # [B, T]
     share = counts / totals.clamp(min=1).unsqueeze(1)
     best_share, best_t = share.max(-1)  # [B, k]
 
@@ -135,8 +157,7 @@ def explain(table: ItemTable, hist: Tensor, top_rows: Tensor) -> list[list[tuple
                 else _same(names[at], table.title(r))
             )
         text_id[dynamic] = len(texts) - len(uniq) + inverse
-    pick = texts.__getitem__
-    return [list(zip(map(pick, ids), st)) for ids, st in zip(text_id.tolist(), evidence.tolist())]
+    return Reasons(texts, text_id.tolist(), evidence.tolist())
 
 
 _REPEAT, _AFTER, _LIKE, _SAME, _TRENDING, _NEW, _INTEREST = range(7)

@@ -24,6 +24,9 @@ __all__ = ["N_PROFILE_FEATURES", "PROFILE_DECAYS", "feature_matrix", "profile_fe
 
 PROFILE_DECAYS = (0.5, 0.9)
 N_PROFILE_FEATURES = len(PROFILE_DECAYS) + 3
+# An entry's accumulators are a tuple, replaced on each use and never written into: one object the
+# garbage collector stops tracking, where a list would stay tracked for as long as the state lives.
+_NEW_ACC = (1.0,) * len(PROFILE_DECAYS)
 
 
 def update_profile(st: UserState, item: str, t: float, max_items: int) -> None:
@@ -36,7 +39,7 @@ def update_profile(st: UserState, item: str, t: float, max_items: int) -> None:
         k = -1
     if k >= 0:
         gap = n - st.prof_last_n[k]
-        st.prof_acc[k] = [a * d**gap + 1.0 for a, d in zip(st.prof_acc[k], PROFILE_DECAYS)]
+        st.prof_acc[k] = tuple([a * d**gap + 1.0 for a, d in zip(st.prof_acc[k], PROFILE_DECAYS)])
         st.prof_count[k] += 1
         # keep most recently used first: move to the front
         for lst in _lists(st):
@@ -48,7 +51,7 @@ def update_profile(st: UserState, item: str, t: float, max_items: int) -> None:
     st.prof_last_n.insert(0, n)
     st.prof_count.insert(0, 1)
     st.prof_last_t.insert(0, t)
-    st.prof_acc.insert(0, [1.0] * len(PROFILE_DECAYS))
+    st.prof_acc.insert(0, _NEW_ACC)
     if len(st.prof_items) > max_items:
         for lst in _lists(st):
             lst.pop()

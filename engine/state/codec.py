@@ -30,7 +30,10 @@ them without decoding the rest.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import accumulate, chain, repeat
 
 import numpy as np
 
@@ -57,7 +60,7 @@ class StateFormatError(ValueError):
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class UserState:
     memory: np.ndarray  # [d] float32
     last_t: float = float("nan")
@@ -72,7 +75,7 @@ class UserState:
     prof_last_n: list[int] = field(default_factory=list)
     prof_count: list[int] = field(default_factory=list)
     prof_last_t: list[float] = field(default_factory=list)
-    prof_acc: list[list[float]] = field(default_factory=list)
+    prof_acc: list[Sequence[float]] = field(default_factory=list)  # decoded and updated as tuples
 
     @classmethod
     def empty(cls, dim: int) -> UserState:
@@ -86,33 +89,61 @@ def _short(s: str) -> bytes:
     return bytes([len(b)]) + b
 
 
+@lru_cache(maxsize=None)
+def _profile_columns(m: int, n_decays: int) -> struct.Struct:
+    """Format 4's profile columns of ``m`` entries, id lengths included (one pack or unpack call)."""
+    return struct.Struct(f"<{m}H{m}H{m}d{m * n_decays}f{m}B")
+
+
+@lru_cache(maxsize=None)
+def _history_columns(h: int) -> struct.Struct:
+    """Format 4's history columns of ``h`` events: times, event types, profile indices."""
+    return struct.Struct(f"<{h}d{h}B{h}B")
+
+
 def encode_user(s: UserState) -> bytes:
     dim = s.memory.shape[0]
     n_decays = len(s.prof_acc[0]) if s.prof_acc else 0
-    m = len(s.prof_items)
-    ids = [i.encode("utf-8") for i in s.prof_items]
-    if any(len(i) > 255 for i in ids):
-        raise StateFormatError(f"id longer than 255 bytes: {max(ids, key=len)[:40]!r}…")
-    where = {item: k for k, item in enumerate(s.prof_items[:255])}
-    hist_k = [where.get(item, 255) for item in s.hist_items]
+    items = s.prof_items
+    m = len(items)
+    blob = "".join(items).encode("utf-8")
+    if len(blob) == sum(map(len, items)):  # ASCII ids: a character is a byte
+        lengths = list(map(len, items))
+        ids = [blob]
+    else:
+        ids = [i.encode("utf-8") for i in items]
+        lengths = list(map(len, ids))
+    if m and max(lengths) > 255:
+        long = items[lengths.index(max(lengths))]
+        raise StateFormatError(f"id longer than 255 bytes: {long.encode('utf-8')[:40]!r}…")
+    where = dict(zip(items[:255], range(255)))  # a repeated id maps to its last position
+    hist_k = list(map(where.get, s.hist_items, repeat(255)))
     n = s.n_events
+    ago = [n - k for k in s.prof_last_n]
+    if m and max(ago) > _AGO_MAX:
+        ago = [min(a, _AGO_MAX) for a in ago]
+    count = s.prof_count
+    if m and max(count) > 65535:
+        count = [min(c, 65535) for c in count]
+    h = len(s.hist_times)
     return b"".join([
         _USER_HEAD.pack(
-            USER_FORMAT, n_decays, dim, len(s.hist_items), s.partition, s.offset, s.last_t, s.n_events,
-            len(s.prof_items),
+            USER_FORMAT, n_decays, dim, len(s.hist_items), s.partition, s.offset, s.last_t, s.n_events, m,
         ),
         _short(s.model_version),
         np.ascontiguousarray(s.memory, dtype="<f4").tobytes(),
-        struct.pack(f"<{m}H{m}H{m}d{m * n_decays}f", *(min(n - k, _AGO_MAX) for k in s.prof_last_n),
-                    *(min(c, 65535) for c in s.prof_count), *s.prof_last_t,
-                    *(a for acc in s.prof_acc for a in acc)),
-        bytes(len(i) for i in ids),
+        _profile_columns(m, n_decays).pack(*ago, *count, *s.prof_last_t, *chain.from_iterable(s.prof_acc),
+                                           *lengths),
         *ids,
-        struct.pack(f"<{len(s.hist_times)}d", *s.hist_times),
-        bytes(s.hist_types),
-        bytes(hist_k),
+        _history_columns(h).pack(*s.hist_times, *s.hist_types, *hist_k)
+        if len(s.hist_types) == h == len(hist_k) else _history_fallback(s.hist_times, s.hist_types, hist_k),
         *(_short(item) for item, k in zip(s.hist_items, hist_k) if k == 255),
     ])
+
+
+def _history_fallback(times: list[float], types: list[int], hist_k: list[int]) -> bytes:
+    """The history's columns when its lists differ in length (as the entry-wise writer wrote them)."""
+    return struct.pack(f"<{len(times)}d", *times) + bytes(types) + bytes(hist_k)
 
 
 def user_last_t(b: bytes) -> float:
@@ -147,20 +178,64 @@ def decode_user(b: bytes) -> UserState:
     st = UserState(memory, last_t, partition, offset, model_version, n_events=n_events)
     if version == 2:
         _decode_entries_v2(b, pos, st, n_decays, n_prof, n_hist)
-        return st
-    m = n_prof
-    if version == USER_FORMAT:
-        st.prof_last_n = (n_events - np.frombuffer(b, "<u2", m, pos).astype(np.int64)).tolist()
-        pos += 2 * m
+    elif version == 3:
+        _decode_columns_v3(b, pos, st, n_decays, n_prof, n_hist)
     else:
-        st.prof_last_n = np.frombuffer(b, "<u4", m, pos).tolist()
-        pos += 4 * m
+        _decode_columns(b, pos, st, n_decays, n_prof, n_hist)
+    return st
+
+
+def _decode_columns(b: bytes, pos: int, st: UserState, n_decays: int, m: int, h: int) -> None:
+    """Format 4's profile and history: one unpack per group of columns, ids sliced from one string."""
+    cols = _profile_columns(m, n_decays)
+    v = cols.unpack_from(b, pos)
+    pos += cols.size
+    n = st.n_events
+    st.prof_last_n = [n - a for a in v[:m]]
+    st.prof_count = list(v[m : 2 * m])
+    st.prof_last_t = list(v[2 * m : 3 * m])
+    end = 3 * m + m * n_decays
+    st.prof_acc = list(zip(*(iter(v[3 * m : end]),) * n_decays)) if n_decays else [()] * m
+    lengths = v[end:]
+    ends = list(accumulate(lengths))
+    size = ends[-1] if m else 0
+    blob = b[pos : pos + size]
+    pos += size
+    if blob.isascii():  # a character is a byte: slice the decoded string
+        text = blob.decode("ascii")
+        ids = [text[a:e] for a, e in zip([0, *ends[:-1]], ends)]
+    else:
+        ids = [blob[e - ln : e].decode("utf-8") for ln, e in zip(lengths, ends)]
+    st.prof_items = ids
+    hc = _history_columns(h)
+    hv = hc.unpack_from(b, pos)
+    pos += hc.size
+    st.hist_times = list(hv[:h])
+    st.hist_types = list(hv[h : 2 * h])
+    hist_k = hv[2 * h :]
+    if 255 not in hist_k:
+        st.hist_items = list(map(ids.__getitem__, hist_k))
+        return
+    items = st.hist_items
+    for k in hist_k:
+        if k == 255:  # not in the profile: its id follows
+            ln = b[pos]
+            items.append(b[pos + 1 : pos + 1 + ln].decode("utf-8"))
+            pos += 1 + ln
+        else:
+            items.append(ids[k])
+
+
+def _decode_columns_v3(b: bytes, pos: int, st: UserState, n_decays: int, m: int, h: int) -> None:
+    """Format 3's profile and history: times as float32 seconds before ``last_t``."""
+    last_t = st.last_t
+    st.prof_last_n = np.frombuffer(b, "<u4", m, pos).tolist()
+    pos += 4 * m
     st.prof_count = np.frombuffer(b, "<u2", m, pos).tolist()
     pos += 2 * m
-    t_size = 8 if version == USER_FORMAT else 4
-    st.prof_last_t = _times(b, m, pos, last_t, t_size)
-    pos += t_size * m
-    st.prof_acc = np.frombuffer(b, "<f4", m * n_decays, pos).reshape(m, n_decays).tolist()
+    st.prof_last_t = _times(b, m, pos, last_t)
+    pos += 4 * m
+    st.prof_acc = list(map(tuple, np.frombuffer(b, "<f4", m * n_decays, pos).reshape(m, n_decays).tolist()))
     pos += 4 * m * n_decays
     lengths = b[pos : pos + m]
     pos += m
@@ -168,9 +243,8 @@ def decode_user(b: bytes) -> UserState:
     for ln in lengths:
         ids.append(b[pos : pos + ln].decode("utf-8"))
         pos += ln
-    h = n_hist
-    st.hist_times = _times(b, h, pos, last_t, t_size)
-    pos += t_size * h
+    st.hist_times = _times(b, h, pos, last_t)
+    pos += 4 * h
     st.hist_types = list(b[pos : pos + h])
     pos += h
     hist_k = b[pos : pos + h]
@@ -182,13 +256,10 @@ def decode_user(b: bytes) -> UserState:
             pos += 1 + ln
         else:
             st.hist_items.append(ids[k])
-    return st
 
 
-def _times(b: bytes, n: int, pos: int, last_t: float, size: int) -> list[float]:
-    """``n`` times at ``pos``: float64 times (format 4) or float32 seconds before ``last_t`` (3)."""
-    if size == 8:
-        return np.frombuffer(b, "<f8", n, pos).tolist()
+def _times(b: bytes, n: int, pos: int, last_t: float) -> list[float]:
+    """Format 3's ``n`` times at ``pos``: float32 seconds before ``last_t``."""
     return (last_t - np.frombuffer(b, "<f4", n, pos).astype(np.float64)).tolist()
 
 
@@ -199,7 +270,7 @@ def _decode_entries_v2(b: bytes, pos: int, st: UserState, n_decays: int, n_prof:
     for _ in range(n_prof):
         ln, c, age = _PROF.unpack_from(b, pos)
         pos += _PROF.size
-        acc = list(acc_fmt.unpack_from(b, pos))
+        acc = acc_fmt.unpack_from(b, pos)
         pos += acc_fmt.size
         n = b[pos]
         st.prof_items.append(b[pos + 1 : pos + 1 + n].decode("utf-8"))
