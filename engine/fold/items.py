@@ -35,6 +35,20 @@ _TRANSITIONS = b"t/"  # + item id: that item's outgoing transition row
 _GRAPH_STATE = b"\x00graph"  # the snapshot model's item states: u32 n, then n × (u8 len + id, f16[d])
 _TREND = b"r/"  # + item id: u64 the graph's event clock, then f64[H] the item's decayed counts at it
 _CLOCK = b"\x00clock"  # u64 the graph's event clock (events folded): popularity decays with it
+#: Item memories restored per write into the table: a worker restoring a million items never holds a
+#: decoded object per item at once.
+RESTORE_CHUNK = 4096
+
+
+def _set_memories(table: ItemTable, rows: list[int], mems: list[np.ndarray]) -> int:
+    """Write the memories ``mems`` of ``rows`` into ``table`` and empty both lists; how many."""
+    n = len(rows)
+    if n:
+        memory = torch.from_numpy(np.stack(mems)).to(table.device)
+        table.set_memory(torch.tensor(rows, device=table.device), memory)
+    rows.clear()
+    mems.clear()
+    return n
 
 
 @dataclass
@@ -73,7 +87,9 @@ class ItemStage:
         them, in order) hold: memories, times, counts, transition rows, popularity, watermarks.
         Returns how many item memories were set."""
         table, graph = self.table, self.table.graph
-        rows, mems = [], []
+        rows: list[int] = []
+        mems: list[np.ndarray] = []
+        n_set = 0
         transitions: list[tuple[str, bytes]] = []
         graph_state: bytes | None = None
         for key, value in records:
@@ -93,16 +109,16 @@ class ItemStage:
                 s = decode_item_state(value)
                 r = table.row(key[len(_ITEM) :].decode("utf-8"))
                 rows.append(r)
-                mems.append(torch.from_numpy(s.memory))
+                mems.append(s.memory)
                 table.last_t[r] = s.last_t
                 table.count[r] = s.count
+                if len(rows) == RESTORE_CHUNK:
+                    n_set += _set_memories(table, rows, mems)
         for item_id, raw in transitions:
             graph.decode_row(table.row(item_id), raw, table.row)
         if graph_state is not None:
             self._decode_graph_state(graph_state)
-        if rows:
-            table.set_memory(torch.tensor(rows, device=table.device), torch.stack(mems).to(table.device))
-        return len(rows)
+        return n_set + _set_memories(table, rows, mems)
 
     @torch.no_grad()
     def fold(self, up: ItemUpdates) -> list[int]:

@@ -2,8 +2,14 @@
 static part, bias, temporal memory, item-graph state, catalogue knowledge) and the item vectors
 derived from them. The user stage scores against it; the item stage and the catalogue change it.
 
-Per-item arrays keep spare rows (capacity doubles when full), so adding items one at a time costs
-amortised O(1) rows copied instead of a concatenation of every array per new item.
+Per-item arrays keep spare rows (capacity grows by a quarter when full), so adding items one at a time
+costs amortised O(1) rows copied instead of a concatenation of every array per new item; a quarter,
+not a doubling, so that the first new item of a large catalogue does not double the table.
+
+What is zero for every item until something sets it (the item-graph snapshot model's states, with that
+model off: always; catalogue knowledge before a catalogue) takes no memory: the column holds implied
+zeros, one zero row seen as ``N``. The learned static part and the co-interaction vectors are read
+from the model's own tensors, never copied: items added since the model was trained have zeros there.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ MAX_ATTRIBUTES = 8  # attributes per item kept for explanations
 class _Column:
     """A per-item array (tensor or numpy) stored with spare rows. Reading gives a view of the first
     ``len(table)`` rows (kept up to date by :meth:`ItemTable._add`); assigning stores a copy in a new
-    buffer, so whoever holds the previous value (the online learner's thread) never sees it change."""
+    buffer, so whoever holds the previous value (the online learner's thread) never sees it change.
+    A tensor column may instead hold implied zeros (:meth:`zeros`): no buffer, one zero row expanded to
+    ``len(table)`` rows, read-only, until a value is assigned."""
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = "_col" + name  # the buffer
+        self.slot = "_col" + name  # the buffer (None: implied zeros)
         self.view = "_view" + name  # its first len(table) rows
 
     def __get__(self, table: Any, owner: type | None = None) -> Any:
@@ -43,6 +51,31 @@ class _Column:
         buf = _with_capacity(value, max(len(value), table._capacity))
         table.__dict__[self.slot] = buf
         table.__dict__[self.view] = buf[: len(value)]
+
+    def adopt(self, table: Any, value: Any) -> None:
+        """Store ``value`` (``table._capacity`` rows, held by no one else) as the buffer, uncopied."""
+        table.__dict__[self.slot] = value
+        table.__dict__[self.view] = value[: len(table)]
+
+    def zeros(self, table: Any, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+        """Implied zeros ``[len(table), *shape]``: no memory per row."""
+        table.__dict__[self.slot] = None
+        zero = torch.zeros((1, *shape), dtype=dtype, device=device)
+        table.__dict__[self.view] = zero.expand(len(table), *shape)
+
+    def add_zero_row(self, table: Any) -> None:
+        """Implied zeros one row longer (a new item)."""
+        v = table.__dict__[self.view]
+        zero = torch.zeros((1, *v.shape[1:]), dtype=v.dtype, device=v.device)
+        table.__dict__[self.view] = zero.expand(len(v) + 1, *v.shape[1:])
+
+    def implied(self, table: Any) -> bool:
+        return table.__dict__[self.slot] is None
+
+    def materialize(self, table: Any) -> None:
+        """Give implied zeros a buffer of their own (before a write in place)."""
+        if self.implied(table):
+            self.__set__(table, table.__dict__[self.view].contiguous())
 
 
 def _with_capacity(value: Any, capacity: int) -> Any:
@@ -59,13 +92,11 @@ class ItemTable:
     catalogue says about it (knowledge vector, engine/catalog/knowledge.py), and the cached item vectors
     derived from them (recomputed only for rows that change)."""
 
-    _static = _Column()
     _bias = _Column()
     _memory = _Column()
-    _graph_state = _Column()  # item-graph snapshot model states
+    _graph_state = _Column()  # item-graph snapshot model states (implied zeros until a snapshot)
     _trained_counts = _Column()
-    _own_content = _Column()  # [N, k] co-interaction vectors
-    _aligned = _Column()  # aligned text vectors
+    _aligned = _Column()  # aligned text vectors (implied zeros until text is aligned)
     _has_text = _Column()
     _knowledge = _Column()
     attribute_ids = _Column()  # [N, A] for explanations
@@ -79,30 +110,30 @@ class ItemTable:
         self.index: dict[str, int] = {s: i for i, s in enumerate(self.ids)}
         n, d, k = len(self.ids), model.cfg.dim, model.cfg.content_dim
         self._capacity = n
+        cols = vars(ItemTable)
         with torch.no_grad():
-            self._static = model.item_static.weight.detach().to(device)
             self._bias = model.item_bias.detach().to(device)
             self._trained_counts = model.item_counts.detach().to(device)
-            self._own_content = model.item_content.detach().to(device)
         self._new_bias = float(self._bias.min()) if n else 0.0  # unseen items start as the least popular
         # a new catalogue item starts neutral instead: its knowledge vector decides how it ranks
         self._catalog_bias = float(self._bias.median()) if n else 0.0
         self._content: Tensor | None = None
         self.catalog: Catalog | None = None
-        self._aligned = torch.zeros(n, k, device=device)
-        self._has_text = torch.zeros(n, dtype=torch.bool, device=device)
-        self._knowledge = torch.zeros(n, k, device=device)
+        cols["_aligned"].zeros(self, (k,), torch.float32, device)
+        cols["_has_text"].adopt(self, torch.zeros(n, dtype=torch.bool, device=device))
+        cols["_knowledge"].zeros(self, (k,), torch.float32, device)
         self._edges: tuple[Tensor, Tensor, int] = (
             torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 0
         )
         self.attribute_names: list[str] = []
-        self.attribute_ids = torch.zeros(n, 0, dtype=torch.long, device=device)
-        self._memory = torch.zeros(n, d, device=device)
-        self._graph_state = torch.zeros(n, d, device=device)
-        self.last_t = np.full(n, np.nan)
-        self.count = np.zeros(n, np.int64)
+        cols["attribute_ids"].adopt(self, torch.zeros(n, 0, dtype=torch.long, device=device))
+        cols["_memory"].adopt(self, torch.zeros(n, d, device=device))
+        cols["_graph_state"].zeros(self, (d,), torch.float32, device)
+        cols["last_t"].adopt(self, np.full(n, np.nan))
+        cols["count"].adopt(self, np.zeros(n, np.int64))
         self.graph = ItemGraph(n, model.cfg.trending_horizons, snapshots=model.cfg.use_graph_snapshots)
         self._vectors: Tensor | None = None
+        self._changed: list[np.ndarray] | None = None  # rows set by set_memory since take_changed
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -131,11 +162,15 @@ class ItemTable:
     def _add(self, item_id: str) -> int:
         r = len(self.ids)
         if r == self._capacity:
-            self._capacity = max(16, 2 * r)
+            self._capacity = max(16, r + r // 4)
             for c in self._columns():
-                self.__dict__[c.slot] = _with_capacity(self.__dict__[c.slot][:r], self._capacity)
+                if not c.implied(self):
+                    self.__dict__[c.slot] = _with_capacity(self.__dict__[c.slot][:r], self._capacity)
         fill: dict[str, Any] = {"_col_bias": self._new_bias, "_colattribute_ids": -1, "_collast_t": np.nan}
         for c in self._columns():
+            if c.implied(self):  # the fills above are for columns never implied
+                c.add_zero_row(self)
+                continue
             buf = self.__dict__[c.slot]
             buf[r] = fill.get(c.slot, 0)
             self.__dict__[c.view] = buf[: r + 1]
@@ -149,9 +184,34 @@ class ItemTable:
     def refresh_from_model(self) -> None:
         """Take the model's current static embeddings and biases (after a learning step)."""
         n = self.model.cfg.n_items
-        self._static[:n] = self.model.item_static.weight.detach().to(self.device)
         self._bias[:n] = self.model.item_bias.detach().to(self.device)
         self._vectors = None
+
+    @property
+    def _static(self) -> Tensor:
+        """Learned static parts ``[N, d]``: the model's embeddings themselves, then zeros for the items
+        added since (a copy only while there are such items)."""
+        return self._model_rows(self.model.item_static.weight)
+
+    @property
+    def _own_content(self) -> Tensor:
+        """Co-interaction vectors ``[N, k]`` from the training log: the model's, then zeros."""
+        return self._model_rows(self.model.item_content)
+
+    def _model_rows(self, t: Tensor) -> Tensor:
+        t = t.detach().to(self.device)
+        extra = len(self) - len(t)
+        return t[: len(self)] if extra <= 0 else torch.cat([t, t.new_zeros((extra, *t.shape[1:]))])
+
+    def _static_of(self, rows: Tensor) -> Tensor:
+        """``[B, d]`` the learned static parts of ``rows`` ``[B]`` (the values of :attr:`_static`)."""
+        w = self.model.item_static.weight.detach().to(self.device)
+        if len(self) <= len(w):
+            return w[rows]
+        out = w.new_zeros((len(rows), w.shape[1]))
+        known = rows < len(w)
+        out[known] = w[rows[known]]
+        return out
 
     def counts(self, rows: Tensor | None = None) -> Tensor:
         """Interactions per item ``[N]`` (or of ``rows``): in training or in the stream, whichever saw more
@@ -176,6 +236,7 @@ class ItemTable:
             self._bias[r] = self._catalog_bias
         align = self.model.align
         if align is not None and item_ids:
+            vars(ItemTable)["_aligned"].materialize(self)
             rows = self.rows(list(item_ids))
             text, has = self.catalog.text_matrix(list(item_ids), align.cfg.text_dim)
             rt = torch.from_numpy(rows).to(self.device)
@@ -216,7 +277,7 @@ class ItemTable:
         (a matrix product's last bits depend on its shape), so state folded from them is the same
         whether or not the worker restarted in between."""
         with torch.no_grad():
-            return self.model.item_vectors(self._static[rows], self._memory[rows], self._graph_state[rows])
+            return self.model.item_vectors(self._static_of(rows), self._memory[rows], self._graph_state[rows])
 
     def content(self) -> Tensor | None:
         """Co-interaction vectors ``[N, k]`` for scoring (an item's own, handed over from its catalogue
@@ -248,7 +309,8 @@ class ItemTable:
         edges = self.graph.snapshot_edges(len(self), self.device)
         attributes = self._edges if self.catalog is not None else None
         assert self.model.graph_model is not None  # built when use_graph_snapshots is on
-        self.set_graph_state(self.model.graph_model(self._static, *edges, self._graph_state, attributes))
+        state = self._graph_state.contiguous()  # implied zeros before the first snapshot
+        self.set_graph_state(self.model.graph_model(self._static, *edges, state, attributes))
 
     def set_graph_state(self, state: Tensor) -> None:
         self._graph_state = state
@@ -259,12 +321,24 @@ class ItemTable:
         if self._vectors is not None:
             with torch.no_grad():
                 self._vectors[rows] = self.model.item_vectors(
-                    self._static[rows], memory, self._graph_state[rows]
+                    self._static_of(rows), memory, self._graph_state[rows]
                 )
         if self.catalog is not None:
             self._content = None  # counts moved: the knowledge handover with them
+        if self._changed is not None:
+            self._changed.append(rows.cpu().numpy())
 
+    def track_changes(self) -> None:
+        """Keep the rows :meth:`set_memory` sets, for :meth:`take_changed`."""
+        if self._changed is None:
+            self._changed = []
 
+    def take_changed(self) -> np.ndarray:
+        """The rows whose memory was set since the last call (sorted, unique; with :meth:`track_changes`
+        on): the item stage's and, with a shared item stage, the follower's (engine/fold/candidates.py
+        re-indexes them)."""
+        changed, self._changed = self._changed, [] if self._changed is not None else None
+        return np.unique(np.concatenate(changed)) if changed else np.zeros(0, np.int64)
 
 
 def _padded(rows: np.ndarray, attrs: np.ndarray, n: int, width: int) -> Tensor:

@@ -97,6 +97,16 @@ def test_item_stage_restores_from_its_store(model, item_ids, log):
     assert torch.allclose(restored.table.memory, items.table.memory)
 
 
+def test_item_memories_restored_a_few_at_a_time_are_the_same(model, item_ids, log, monkeypatch):
+    from engine.fold import items as item_stage
+
+    store, items, _ = _run(model, item_ids, _events(log, 0, 120), batch=40)
+    monkeypatch.setattr(item_stage, "RESTORE_CHUNK", 4)
+    _, restored, _ = _stages(model, item_ids, store)
+    assert torch.equal(restored.table.memory, items.table.memory)
+    assert np.array_equal(restored.table.count, items.table.count)
+
+
 def test_unknown_items_join_the_table(model, item_ids):
     users, items, _ = _stages(model, item_ids)
     res = users.fold([SourcedEvent(Interaction("u", "brand-new", 1.0, "view"), 0, 0, 0.0)])
@@ -340,3 +350,27 @@ def test_sampled_examples_are_the_same_events_whatever_the_batches(model, item_i
     whole = examples([60])
     assert 6 <= len(whole) <= 30  # about 0.3 of 60
     assert torch.equal(examples([7, 13, 25, 15]), whole)
+
+
+def test_a_step_scored_in_chunks_of_examples_has_the_same_gradient(model, item_ids, log, monkeypatch):
+    """Over :data:`LEARN_BUDGET` example–item pairs, a step scores its examples a few at a time and
+    adds up their gradients: the gradient of one pass, but for rounding."""
+    from engine.fold import online
+    from engine.fold.online import OnlineConfig, OnlineLearner
+
+    users, items, _ = _stages(model, item_ids)
+    learner = OnlineLearner(model, users.table, OnlineConfig(examples_per_step=40))
+    res = users.fold(_events(log, 0, 60), example_rate=1.0)
+    items.fold(res.item_updates)
+    learner._pending, learner._n_pending = [res.examples], len(res.examples.targets)
+    inputs = learner._take(40)
+    whole = learner._gradient(inputs)
+    monkeypatch.setattr(online, "LEARN_BUDGET", 7 * len(item_ids))  # 7 examples a chunk
+    chunked = learner._gradient(inputs)
+    assert whole is not None and chunked is not None
+    assert abs(whole.loss - chunked.loss) < 1e-5
+    assert sum(g is not None for g in whole.grads) > 5
+    for a, b in zip(whole.grads, chunked.grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
