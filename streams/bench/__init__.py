@@ -4,7 +4,8 @@ For each mode, on fresh topics of the embedded broker (or a given cluster):
 
 1. fill the input topic with the workload (events of a CSV log, or synthetic), as fast as possible;
 2. start the mode in a process of its own (so its CPU time and peak RSS are its own) and let it
-   drain that backlog: throughput is the median of the per-window rates (events folded per second);
+   drain that backlog: throughput is the median of the per-window rates (events folded per second,
+   and likewise recommendations emitted per second);
 3. produce at a fixed offered rate for a while, each event stamped with the wall clock: latency is
    the recommendation's Kafka timestamp minus the stamp of the event it answers.
 

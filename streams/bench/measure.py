@@ -17,7 +17,7 @@ import numpy as np
 
 from streams.bench.modes import child
 from streams.bench.options import BenchOptions, ModeResult
-from streams.bench.workload import backlog_records, live_records, write_users
+from streams.bench.workload import NEW_ITEM_PREFIX, backlog_records, live_records, write_users
 
 if TYPE_CHECKING:
     from streams.config import Settings
@@ -31,7 +31,8 @@ def median_window_rate(
 ) -> tuple[float, list[float]]:
     """Events/s in ``n_windows`` equal time windows of the throughput phase, and their median.
     ``timeline``: (time, events done) from the start (count 0) to the last batch of the phase; the
-    count inside a window is interpolated linearly between batch completions."""
+    count inside a window is interpolated linearly between batch completions. Any other count (such as
+    recommendations emitted) in place of events gives its rate the same way."""
     t = np.array([p[0] for p in timeline])
     c = np.array([p[1] for p in timeline], np.float64)
     if len(t) < 2 or t[-1] <= t[0]:
@@ -104,8 +105,9 @@ def run_mode(
     tag = f"bench-{mode}-{uuid.uuid4().hex[:6]}"
     settings_kw = _settings_kw(tag, opts, bootstrap, ckpt)
     settings = Settings(**settings_kw)
-    if opts.active_users and mode != "raw_pipe":
-        write_users(settings.state_dir, opts.active_users, sorted(set(items)), opts.dim)
+    if opts.active_users and mode != "raw_pipe":  # profiles of catalogue items only: new ones come later
+        known = sorted(i for i in set(items) if not (opts.new_items and i.startswith(NEW_ITEM_PREFIX)))
+        write_users(settings.state_dir, opts.active_users, known, opts.dim)
     create_topics(bootstrap, topic_specs(settings))
     records = backlog_records(users, items)
     topic = settings.topics.interactions
@@ -161,7 +163,8 @@ def _result(
     out: dict[str, Any], lat: np.ndarray, cpu: dict[str, float], n_events: int, produce_rate: float
 ) -> ModeResult:
     """The mode's figures: what its process reported, the latencies read, its CPU marks."""
-    rate, windows = median_window_rate(out["timeline"])
+    rate, windows = median_window_rate([(t, c) for t, c, _ in out["timeline"]])
+    rec_rate, rec_windows = median_window_rate([(t, r) for t, _, r in out["timeline"]])
     q = np.quantile(lat, [0.5, 0.99, 0.999]) if len(lat) else [float("nan")] * 3
     extra: dict[str, Any] = {
         "producer_events_per_s": produce_rate,
@@ -173,6 +176,9 @@ def _result(
     return ModeResult(
         events_per_s=rate,
         windows=windows,
+        recommendations_per_s=rec_rate,
+        recommendation_windows=rec_windows,
+        recommendations=int(out["timeline"][-1][2]) if out["timeline"] else 0,
         p50_s=float(q[0]),
         p99_s=float(q[1]),
         p999_s=float(q[2]),

@@ -3,8 +3,8 @@
 ``raw_pipe``: a plain confluent-kafka loop (consume, decode and validate, produce a fixed
 recommendation per event); ``noop``: the TIDE worker with a pipeline that has no state and no model
 (``engine.pipeline.NoopPipeline``); ``engine``: the full worker. :func:`child` is the process's entry
-point: it reports the mode's figures on ``results`` and CPU-time marks of the throughput phase on
-``marks``.
+point: it reports the mode's figures on ``results`` (with a timeline of events folded and
+recommendations emitted) and CPU-time marks of the throughput phase on ``marks``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import resource
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from engine.hooks import NullHooks
 
 __all__ = ["child"]
 
-Timeline = list[tuple[float, int]]  # (time, events done) after each batch
+Timeline = list[tuple[float, int, int]]  # (time, events done, recommendations emitted) after each batch
 
 
 def _raw_pipe(
@@ -69,18 +69,20 @@ def _raw_pipe(
         consumer.commit(asynchronous=True)
         with counter.get_lock():
             counter.value += n
-        timeline.append((time.perf_counter(), counter.value))
+        timeline.append((time.perf_counter(), counter.value, counter.value))  # one recommendation per event
     producer.flush(10)
     consumer.close()
     return {}
 
 
 class _Counting(NullHooks):
-    """Counts folded events into the shared ``counter`` and the timeline, and adds up the hot path's
-    seconds per stage while the throughput phase lasts."""
+    """Counts folded events into the shared ``counter`` and the timeline, and the recommendations
+    emitted into the timeline, and adds up the hot path's seconds per stage while the throughput phase
+    lasts."""
 
     def __init__(self, counter: Any, timeline: Timeline, events: int) -> None:
         self.counter, self.timeline, self.events = counter, timeline, events
+        self.recommendations = 0
         self.stages: dict[str, float] = {}
         self.item_staleness_s: list[float] = []
 
@@ -90,7 +92,14 @@ class _Counting(NullHooks):
     def on_batch(self, n_events: int, seconds: float) -> None:
         with self.counter.get_lock():
             self.counter.value += n_events
-        self.timeline.append((time.perf_counter(), self.counter.value))
+        self.timeline.append((time.perf_counter(), self.counter.value, self.recommendations))
+
+    def on_recommendations(self, n: int, latencies_s: Sequence[float]) -> None:
+        # the worker reports a batch's recommendations just after the batch: count them at its point
+        self.recommendations += n
+        if self.timeline:
+            t, done, _ = self.timeline[-1]
+            self.timeline[-1] = (t, done, self.recommendations)
 
     def on_stages(self, seconds: Mapping[str, float]) -> None:
         if self.counter.value <= self.events:
@@ -162,12 +171,15 @@ def child(
     mode: str, spec: dict[str, Any], counter: Any, ready: Any, stop: Any, marks: Any, results: Any
 ) -> None:
     """One mode in its own process; ``marks`` receives (name, cpu seconds) on request."""
+    from streams.memory import tune_allocator
+
+    tune_allocator()  # as `tide worker` does
     logging.basicConfig(level=logging.WARNING)
     timeline: Timeline = []
 
     def watch() -> None:  # CPU seconds at the start and the end of the throughput phase
         ready.wait()
-        timeline.insert(0, (time.perf_counter(), 0))
+        timeline.insert(0, (time.perf_counter(), 0, 0))
         marks.put(("start", _cpu_s()))
         while counter.value < spec["events"] and not stop.is_set():
             time.sleep(0.005)
@@ -180,7 +192,7 @@ def child(
         else:
             out = _worker(spec, counter, ready, stop, timeline, noop=mode == "noop")
         out["peak_rss_bytes"] = _peak_rss_bytes()
-        out["timeline"] = [(t, c) for t, c in timeline if c <= spec["events"]]
+        out["timeline"] = [(t, c, r) for t, c, r in timeline if c <= spec["events"]]
         results.put(out)
     except BaseException as exc:  # report, never hang the parent
         results.put({"error": f"{type(exc).__name__}: {exc}"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["BASELINE_REPEAT", "MODES", "BenchOptions", "ModeResult"]
+__all__ = ["BASELINE_REPEAT", "MODES", "POPULARITY", "USER_PATTERNS", "BenchOptions", "ModeResult"]
 
 MODES = ("raw_pipe", "noop", "engine")
 # The raw pipe and the no-op worker fold the workload this many times over: they run 4-7x faster
@@ -15,6 +15,8 @@ MODES = ("raw_pipe", "noop", "engine")
 # busy moment of a shared machine moves their median by half. Repeated, each mode's windows last
 # about as long as the engine's.
 BASELINE_REPEAT = 4
+POPULARITY = ("zipf", "uniform")
+USER_PATTERNS = ("uniform", "bursty")
 
 
 @dataclass
@@ -22,9 +24,18 @@ class BenchOptions:
     data: Path | None = None  # a CSV log; None = synthetic
     users: int = 10_000  # synthetic workload
     # > 0: this many users, each with a state written before the run (a full history and profile),
-    # and every event's user drawn uniformly among them: the cost of state that does not fit caches
+    # and every event's user drawn among them (uniformly by default): the cost of state that does not
+    # fit caches
     active_users: int = 0
     items: int = 1_000
+    # how synthetic events spread over users and items (streams/bench/workload.py): "zipf", "uniform",
+    # or None for the default mix (Zipf-like with users who return to their own items; uniform with
+    # active users)
+    popularity: Literal["zipf", "uniform"] | None = None
+    zipf: float = 1.1  # the exponent of popularity "zipf", for users and items alike
+    # "uniform": each event's user drawn on its own; "bursty": users in sessions of several events
+    user_pattern: Literal["uniform", "bursty"] = "uniform"
+    new_items: float = 0.0  # this share of events goes to items outside the catalogue, n0, n1, …
     events: int = 60_000  # throughput phase
     rate: float = 2_000.0  # latency phase, offered events/s
     latency_seconds: float = 15.0
@@ -45,6 +56,9 @@ class BenchOptions:
 class ModeResult:
     events_per_s: float
     windows: list[float]
+    recommendations_per_s: float  # median of the same windows, recommendations emitted
+    recommendation_windows: list[float]
+    recommendations: int  # emitted in the throughput phase
     p50_s: float
     p99_s: float
     p999_s: float
@@ -57,6 +71,7 @@ class ModeResult:
     def public(self) -> dict[str, Any]:
         return {
             "events_per_s": self.events_per_s,
+            "recommendations_per_s": self.recommendations_per_s,
             "p50_s": self.p50_s,
             "p99_s": self.p99_s,
             "p999_s": self.p999_s,
@@ -64,6 +79,8 @@ class ModeResult:
             "state_bytes_per_user": self.state_bytes_per_user,
             "cpu_s_per_1k_events": self.cpu_s_per_1k_events,
             "windows_events_per_s": self.windows,
+            "windows_recommendations_per_s": self.recommendation_windows,
+            "recommendations": self.recommendations,
             "latency_samples": self.n_latency,
             **self.extra,
         }

@@ -53,7 +53,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     opts.workdir.mkdir(parents=True)
     users, items, catalogue = workload(opts)
     ckpt = _checkpoint(opts, catalogue)
-    source = str(opts.data) if opts.data else f"synthetic ({opts.users:,} users, {opts.items:,} items)"
+    source = _source(opts)
     print(
         f"[bench] {len(users):,} events from {source}; "
         f"offered rate {opts.rate:,.0f}/s for {opts.latency_seconds:.0f} s",
@@ -69,11 +69,16 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             reps = 1 if mode == "engine" else BASELINE_REPEAT
             print(f"[bench] {mode} ({reps * len(users):,} events) …", flush=True)
             results[mode] = r = run_mode(mode, opts, bootstrap, ckpt, users * reps, items * reps)
-            print(f"[bench] {mode}: {r.events_per_s:,.0f} events/s, p99 {1000 * r.p99_s:.1f} ms", flush=True)
+            print(
+                f"[bench] {mode}: {r.events_per_s:,.0f} events/s, "
+                f"{r.recommendations_per_s:,.0f} recommendations/s, p99 {1000 * r.p99_s:.1f} ms",
+                flush=True,
+            )
     finally:
         if broker is not None:
             broker.stop()
-    return _report(results, opts, source, len(users), len(catalogue), ckpt)
+    synthetic = _synthetic(opts, items, catalogue)
+    return _report(results, opts, source, len(users), len(catalogue), ckpt, synthetic)
 
 
 def run_fleet_bench(opts: BenchOptions, sizes: list[int]) -> dict[str, Any]:
@@ -96,15 +101,53 @@ def run_fleet_bench(opts: BenchOptions, sizes: list[int]) -> dict[str, Any]:
     finally:
         if broker is not None:
             broker.stop()
-    source = str(opts.data) if opts.data else f"synthetic ({opts.users:,} users, {opts.items:,} items)"
+    source = _source(opts)
     report["machine"] = machine()
     report["workload"] = {"source": source, "events": len(users), "catalogue": len(catalogue),
-                          "batch_max_events": opts.batch_max_events, "online_learning": opts.online_learning}
+                          "batch_max_events": opts.batch_max_events, "online_learning": opts.online_learning,
+                          **_synthetic(opts, items, catalogue)}
     return report
 
 
+def _source(opts: BenchOptions) -> str:
+    """The workload in words: the CSV log, or the synthetic workload's population and shape."""
+    if opts.data is not None:
+        return str(opts.data)
+    who = f"{opts.active_users:,} active users" if opts.active_users else f"{opts.users:,} users"
+    shape = [] if opts.popularity is None else [f"{opts.popularity} popularity"]
+    if opts.popularity == "zipf":
+        shape[-1] += f" s={opts.zipf:g}"
+    if opts.user_pattern != "uniform":
+        shape.append(f"{opts.user_pattern} users")
+    if opts.new_items:
+        shape.append(f"{opts.new_items:.0%} of events to new items")
+    return f"synthetic ({who}, {opts.items:,} items{''.join(', ' + x for x in shape)})"
+
+
+def _synthetic(opts: BenchOptions, items: list[str], catalogue: list[str]) -> dict[str, Any]:
+    """The synthetic workload's knobs, and how many items its events add to the catalogue."""
+    if opts.data is not None:
+        return {}
+    known = set(catalogue)
+    return {
+        "users": opts.active_users or opts.users,
+        "active_users": opts.active_users,
+        "popularity": opts.popularity or "default mix",
+        "zipf": opts.zipf if opts.popularity == "zipf" else None,
+        "user_pattern": opts.user_pattern,
+        "new_items_share": opts.new_items,
+        "new_items": len({i for i in items if i not in known}),
+    }
+
+
 def _report(
-    results: dict[str, ModeResult], opts: BenchOptions, source: str, n_events: int, n_items: int, ckpt: Path
+    results: dict[str, ModeResult],
+    opts: BenchOptions,
+    source: str,
+    n_events: int,
+    n_items: int,
+    ckpt: Path,
+    synthetic: dict[str, Any],
 ) -> dict[str, Any]:
     report: dict[str, Any] = {name: r.public() for name, r in results.items()}
     eng = results.get("engine")
@@ -125,5 +168,6 @@ def _report(
         "dim": opts.dim,
         "online_learning": opts.online_learning,
         "checkpoint": str(ckpt),
+        **synthetic,
     }
     return report

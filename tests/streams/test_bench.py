@@ -1,10 +1,12 @@
-"""``tide bench``: its throughput windows, the paced producer and the reader it measures latency
-with (against the embedded broker), and (``-m bench``) a small run of every mode end to end."""
+"""``tide bench``: its throughput windows (events and recommendations), the table, the paced
+producer and the reader it measures latency with (against the embedded broker), and (``-m bench``) a
+small run of every mode end to end."""
 
 import json
 import time
 import uuid
 
+import numpy as np
 import pytest
 
 from schemas import Recommendation, ScoredItem, SourceRef
@@ -22,6 +24,36 @@ def test_median_window_rate_interpolates_between_batches():
     timeline = [(0.5 * k, 500 * k) for k in range(9)] + [(5.0, 4000)]
     rate, windows = median_window_rate(timeline, n_windows=5)
     assert windows == [1000.0, 1000.0, 1000.0, 1000.0, 0.0] and rate == 1000.0
+
+
+def test_counting_hooks_put_each_batchs_recommendations_beside_its_events():
+    from multiprocessing import Value
+
+    from streams.bench.modes import _Counting
+
+    timeline: list[tuple[float, int, int]] = [(0.0, 0, 0)]
+    hooks = _Counting(Value("q", 0), timeline, events=5_000)
+    for n_events, n_recs in ((2_000, 300), (2_000, 250), (1_000, 100)):
+        hooks.on_batch(n_events, 0.1)
+        hooks.on_recommendations(n_recs, [0.01] * n_recs)
+    assert [(c, r) for _, c, r in timeline] == [(0, 0), (2_000, 300), (4_000, 550), (5_000, 650)]
+
+
+def test_recommendations_per_s_is_the_median_of_the_same_windows_and_is_printed(capsys):
+    from streams.bench.measure import _result
+    from streams.bench.report import print_table
+
+    # 1,000 events/s and 100 recommendations/s, in batches every 0.5 s for 5 s
+    timeline = [(0.5 * k, 500 * k, 50 * k) for k in range(11)]
+    out = {"timeline": timeline, "peak_rss_bytes": 2**20}
+    r = _result(out, np.array([0.01, 0.02]), {"start": 0.0, "end": 1.0}, 5_000, 10_000.0)
+    assert r.events_per_s == 1_000.0 and r.recommendations_per_s == 100.0
+    pub = r.public()
+    assert pub["recommendations"] == 500 and pub["windows_recommendations_per_s"] == [100.0] * 5
+    machine = {"cpus": 2, "cpu_affinity": 2, "torch": "x"}
+    print_table({"engine": pub, "machine": machine})
+    head, row = capsys.readouterr().out.strip().splitlines()[:2]
+    assert "recs/s" in head and row.split()[:3] == ["engine", "1,000", "100"]
 
 
 @pytest.mark.integration
@@ -73,6 +105,8 @@ def test_bench_runs_every_mode_and_writes_its_report(tmp_path, capsys):
         r = rep[mode]
         assert r["events_per_s"] > 0 and r["peak_rss_bytes"] > 0 and r["latency_samples"] > 0
         assert 0 < r["p50_s"] <= r["p99_s"] <= r["p999_s"] < 30
+        reps = 1 if mode == "engine" else 4
+        assert 0 < r["recommendations_per_s"] and 0 < r["recommendations"] <= 3000 * reps
     assert 0 < rep["engine"]["state_bytes_per_user"] < 4096
     assert rep["ratio_to_raw_pipe"] > 0 and rep["ratio_to_noop"] > 0 and rep["machine"]["cpus"] >= 1
     assert "engine / raw_pipe" in capsys.readouterr().out

@@ -4,6 +4,8 @@ train → evaluate runs end to end on a tiny log."""
 import json
 from dataclasses import asdict
 
+import pytest
+
 from engine.offline.baselines import default_baselines
 from streams.bench import BenchOptions
 from streams.cli import build_parser, main
@@ -49,11 +51,24 @@ def test_bench_flags_default_to_bench_options():
     args = build_parser(Settings()).parse_args(["bench"])
     opts = asdict(BenchOptions())
     flags = {"batch": "batch_max_events", "modes": "modes", "no_online": "online_learning"}
-    for name in ("data", "users", "active_users", "items", "events", "rate", "latency_seconds", "bootstrap",
-                 "checkpoint", "dim", "top_k", "device", "workdir"):
+    for name in ("data", "users", "active_users", "items", "popularity", "zipf", "user_pattern", "new_items",
+                 "events", "rate", "latency_seconds", "bootstrap", "checkpoint", "dim", "top_k", "device",
+                 "workdir"):
         assert getattr(args, name) == opts[name], name
     assert args.batch == opts[flags["batch"]] and args.modes.split(",") == list(opts["modes"])
     assert args.no_online is not opts["online_learning"]
+
+
+def test_bench_workload_flags_parse_and_refuse_bad_values():
+    parser = build_parser(Settings())
+    argv = ["bench", "--items", "1000000", "--active-users", "1000000", "--popularity", "zipf",
+            "--zipf", "1.3", "--user-pattern", "bursty", "--new-items", "0.05"]
+    args = parser.parse_args(argv)
+    assert (args.items, args.active_users, args.popularity, args.zipf) == (1_000_000, 1_000_000, "zipf", 1.3)
+    assert (args.user_pattern, args.new_items) == ("bursty", 0.05)
+    for bad in (["--new-items", "1.5"], ["--zipf", "0"], ["--popularity", "pareto"], ["--user-pattern", "x"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", *bad])
 
 
 def test_settings_defaults_reach_the_parsers_and_flags_override_only_what_is_given(monkeypatch):
