@@ -6,7 +6,8 @@ offline evaluator and the bench.
 1. the user stage (engine/fold/users.py): read state, advance memories, top-k with reasons;
 2. ``emit(recommendations)``, the caller's output (the worker produces them to Kafka, so the
    broker's acknowledgement arrives while the item stage runs);
-3. the item stage (engine/fold/items.py): the user side of each event into the item memories;
+3. the item stage (engine/fold/items.py): the user side of each event into the item memories,
+   and the candidate index's refresh of the items it changed (engine/fold/candidates.py);
 
 and :meth:`Pipeline.commit`, once the caller has made its output durable,
 
@@ -26,6 +27,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ContextManager
+
+import numpy as np
 
 from engine.fold.items import ItemStage, ItemUpdates
 from engine.fold.online import OnlineLearner
@@ -124,9 +127,12 @@ class Pipeline:
     def _fold_items(self, updates: ItemUpdates) -> list[int]:
         with self.lock:
             try:
-                return self.items.fold(updates)
+                changed = self.items.fold(updates)
             except Exception as exc:
                 raise StageFailed(f"item stage: {type(exc).__name__}: {exc}") from exc
+            # the batch's items (memory and popularity) and any new ones, for the next batch's candidates
+            self.users.refresh_index(np.union1d(changed, updates.rows))
+        return changed
 
     def commit(self, outcome: BatchOutcome, clock: StageClock | None = None) -> None:
         """Steps 4–5: the batch's state in one atomic write, then learning from it."""

@@ -52,7 +52,7 @@ from models.sequence import SequenceConfig, SequenceEncoder
 if TYPE_CHECKING:
     from models.graph_context import GraphSnapshotModel
 
-__all__ = ["N_USER_FEATURES", "InterestConfig", "InterestModel", "ScoringInputs", "user_features"]
+__all__ = ["N_USER_FEATURES", "InterestConfig", "InterestModel", "ScoringInputs", "UserSide", "user_features"]
 
 
 @dataclass(frozen=True)
@@ -299,6 +299,7 @@ class InterestModel(nn.Module):
         gap: Tensor,
         repeat_logit: Tensor,
         content: tuple[Tensor, Tensor] | None = None,
+        log_weight: Tensor | None = None,
     ) -> Tensor:
         """Log-probabilities ``[B, N]`` of every item as the user's next, a mixture of repeat and explore
         (RepeatNet, Ren et al., AAAI 2019, https://arxiv.org/abs/1812.02646):
@@ -311,7 +312,9 @@ class InterestModel(nn.Module):
         R_u: the user's profile items; p_u = σ(``repeat_logit``) ``[B]``; r: the scorer of
         :meth:`scores` on R_u (repeat features, the repeat query); e: the explore scorer on every other
         item: its own query, transitions from the user's recent items, the co-interaction and
-        knowledge neighbourhood, popularity, freshness and velocity. Other arguments as :meth:`scores`.
+        knowledge neighbourhood, popularity, freshness and velocity. ``log_weight`` ``[N]``: each item's
+        log weight in the explore normaliser (None: 0, every item once). Other arguments as
+        :meth:`scores`.
         """
         n, b = item_vecs.shape[0], query.shape[0]
         valid = prof_rows >= 0  # [B, M]
@@ -326,7 +329,7 @@ class InterestModel(nn.Module):
         zero = torch.zeros_like(x[:1])
 
         # explore: every item; the profile's positions are masked out of its softmax
-        e = bias + self.item_mlp(self.item_features(trending)).squeeze(-1)  # [N]
+        e = self._item_terms(item_bias, trending)  # [N]
         q_e = query + self.explore_query(query)
         if self.cfg.use_memory:  # both queries against every item in one product; the repeat side gathers
             qv = torch.cat([query, q_e]) @ item_vecs.T  # [2B, N]
@@ -341,7 +344,8 @@ class InterestModel(nn.Module):
         mask = torch.zeros((b, n), dtype=torch.bool, device=e.device)
         mask[vb, vr] = True
         has_explore = valid.sum(1) < n  # a profile's items are distinct
-        lse_e = torch.logsumexp(e.masked_fill(mask, float("-inf")), dim=1)
+        masked = e.masked_fill(mask, float("-inf"))
+        lse_e = torch.logsumexp(masked if log_weight is None else masked + log_weight, dim=1)
         lse_e = torch.where(has_explore, lse_e, torch.zeros_like(lse_e))
 
         # repeat: the profile's items only, gathered (index_select: advanced indexing with a [B, M]
@@ -371,30 +375,83 @@ class InterestModel(nn.Module):
         h = torch.cat([user_features(x, self.gap_code(x.gap)), types], dim=-1)
         return (self.repeat_head(h) + self.repeat_query(q)).squeeze(-1)
 
-    def forward(self, x: ScoringInputs, sequence_grad: bool = True) -> tuple[Tensor, Tensor]:
-        """Scores ``[B, N]`` of every item for a batch of users, and their queries ``[B, d]``: the
-        query (:meth:`query`), the users' direction h_u in the co-interaction space, then the scores
-        against the items: log-probabilities of the repeat-or-explore mixture (:meth:`mixture_scores`)
-        or, without it, one softmax's logits (:meth:`scores`)."""
+    def user_side(self, x: ScoringInputs, sequence_grad: bool = True) -> UserSide:
+        """What scoring needs of the users whatever items it scores: the query (:meth:`query`), the
+        users' direction h_u in the co-interaction space and, with the mixture, the logit of p_u."""
         q = self.query(
             x.mem, x.last_vec, x.hist_vecs, x.hist_ages, x.hist_types, x.hist_valid, x.gap, sequence_grad
         )
-        users_content = None
+        h = None
         if x.content is not None:
             decay = 0.5 ** torch.arange(x.hist_rows.shape[1], device=q.device, dtype=x.content.dtype)  # [L]
             h = (x.content[x.hist_rows.clamp(min=0)] * (x.hist_valid * decay).unsqueeze(-1)).sum(1)  # [B, k]
-            users_content = (F.normalize(h, dim=-1), x.content)
+            h = F.normalize(h, dim=-1)
+        rl = self.repeat_logit(x, q) if self.cfg.use_mixture else None
+        return UserSide(q, h, rl)
+
+    def item_scores(self, u: UserSide, x: ScoringInputs) -> Tensor:
+        """Scores ``[B, N]`` of the ``N`` items of ``x`` (its item-side fields: vectors, bias, profile
+        and transition rows as positions among them, popularity, c_i, tail weights) for users ``u``:
+        log-probabilities of the repeat-or-explore mixture (:meth:`mixture_scores`) or, without it,
+        one softmax's logits (:meth:`scores`)."""
+        users_content = (u.content, x.content) if u.content is not None and x.content is not None else None
         if self.cfg.use_mixture:
-            scores = self.mixture_scores(
-                q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap,
-                self.repeat_logit(x, q), users_content,
+            assert u.repeat_logit is not None
+            return self.mixture_scores(
+                u.q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap,
+                u.repeat_logit, users_content, x.log_weight,
             )
-        else:
-            scores = self.scores(
-                q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap,
-                users_content,
-            )
-        return scores, q
+        return self.scores(
+            u.q, x.vectors, x.bias, x.prof_rows, x.prof_feats, x.transitions, x.trending, x.gap,
+            users_content,
+        )
+
+    def forward(self, x: ScoringInputs, sequence_grad: bool = True) -> tuple[Tensor, Tensor]:
+        """Scores ``[B, N]`` of every item for a batch of users (:meth:`user_side`, then
+        :meth:`item_scores`), and their queries ``[B, d]``."""
+        u = self.user_side(x, sequence_grad)
+        return self.item_scores(u, x), u.q
+
+    # ------------------------------------------------------------------------------------ retrieval
+
+    def retrieval_items(
+        self, vectors: Tensor, bias: Tensor, trending: Tensor, content: Tensor | None
+    ) -> Tensor:
+        """``[N, D]`` the items' side of the explore logit without its pair terms, as one vector each:
+        ``[v_i ‖ c_i ‖ a_i]`` with a_i the item's own terms (bias, popularity, freshness), so that
+        :meth:`retrieval_queries` · this = that logit, a maximum-inner-product search (without the
+        mixture: the single softmax's logit)."""
+        a = self._item_terms(bias, trending).unsqueeze(-1)  # [N, 1]
+        parts = [vectors] if self.cfg.use_memory else []
+        if content is not None and self.cfg.content_dim > 0:
+            parts.append(content)
+        return torch.cat([*parts, a], dim=-1)
+
+    def retrieval_queries(self, u: UserSide) -> Tensor:
+        """``[B, D]`` the users' side of :meth:`retrieval_items`: ``[q_e ‖ β h_u ‖ 1]``."""
+        q = u.q
+        mix = self.cfg.use_mixture
+        parts = [q + self.explore_query(q) if mix else q] if self.cfg.use_memory else []
+        if u.content is not None and self.cfg.content_dim > 0:
+            parts.append((self.explore_content_weight if mix else self.content_weight) * u.content)
+        return torch.cat([*parts, torch.ones_like(q[:, :1])], dim=-1)
+
+    def _item_terms(self, bias: Tensor, trending: Tensor) -> Tensor:
+        """``[N]`` what an item's logit holds whoever the user: bias and popularity (with the mixture,
+        the explore side's: popularity, freshness and velocity through its item scorer)."""
+        b = bias if self.cfg.use_item_bias else torch.zeros_like(bias)
+        if self.cfg.use_mixture:
+            return b + self.item_mlp(self.item_features(trending)).squeeze(-1)
+        return b + self.trend(trending).squeeze(-1)
+
+
+@dataclass
+class UserSide:
+    """The users' side of scoring (:meth:`InterestModel.user_side`), independent of the items scored."""
+
+    q: Tensor  # [B, d] queries
+    content: Tensor | None  # [B, k] unit h_u in the co-interaction space (None: no such term)
+    repeat_logit: Tensor | None  # [B] logit of P(repeat) (None: no mixture)
 
 
 @dataclass
@@ -417,6 +474,9 @@ class ScoringInputs:
     transitions: tuple[Tensor, Tensor, Tensor]  # transition pairs: users [P], items [P], features [P, 3]
     trending: Tensor  # [N, H] popularity at H horizons
     content: Tensor | None = None  # [N, k] the items' c_i in the co-interaction space (None: no such term)
+    # [N] each item's log weight in the explore normaliser: 0 for every item when all N are scored;
+    # over a candidate set, an item drawn to stand for the items left out weighs for them
+    log_weight: Tensor | None = None
 
 
 #: The habits :func:`user_features` gives the repeat head, per user.

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
         description="the largest micro-batch (a batch is what arrived while the last was folded)",
     )
     top_k: int = Field(default=10, description="items per recommendation")
+    index_min_items: int = Field(
+        default=50_000, ge=0,
+        description="catalogues of this many items or more are ranked over candidates from an approximate"
+        " index, then scored exactly (engine/fold/candidates.py); smaller ones are scored exactly",
+    )
+    index_candidates: int = Field(default=200, ge=1, description="items the candidate index returns per user")
+    index_nprobe: int = Field(default=16, ge=1, description="cells of the candidate index searched per user")
     quality_window: int = Field(
         default=10_000, ge=1,
         description="the live-quality gauges cover the last this many judged events and recommendations",

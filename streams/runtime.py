@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from engine.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
+from engine.fold.candidates import IndexConfig
 from engine.fold.items import ItemStage
 from engine.fold.online import OnlineConfig, OnlineLearner
 from engine.fold.table import ItemTable
@@ -17,7 +18,9 @@ from engine.fold.users import UserStage
 from engine.state.store import RocksDBStateStore
 from streams.config import Settings
 
-__all__ = ["Engine", "FairLock", "load_engine", "online_config", "pick_device", "resolve_checkpoint"]
+__all__ = [
+    "Engine", "FairLock", "index_config", "load_engine", "online_config", "pick_device", "resolve_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,13 @@ def online_config(settings: Settings) -> OnlineConfig:
     )
 
 
+def index_config(settings: Settings) -> IndexConfig:
+    return IndexConfig(
+        min_items=settings.index_min_items, n_candidates=settings.index_candidates,
+        nprobe=settings.index_nprobe,
+    )
+
+
 def load_engine(settings: Settings) -> Engine:
     device = pick_device(settings.device)
     # One intra-op thread: on small machines the worker shares the cores with the Kafka clients' threads
@@ -100,7 +110,7 @@ def load_engine(settings: Settings) -> Engine:
     item_stage = ItemStage(ckpt.model, table, store.partition("items"))
     user_stage = UserStage(
         ckpt.model, table, store, model_version=ckpt.version, input_topic=settings.topics.interactions,
-        top_k=settings.top_k,
+        top_k=settings.top_k, index=index_config(settings),
     )
     learner = OnlineLearner(ckpt.model, table, online_config(settings)) if settings.online_learning else None
     return Engine(ckpt, user_stage, item_stage, store, device, learner)

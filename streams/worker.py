@@ -277,6 +277,8 @@ class Worker:
             committed = self._committed(consumer, mine)
             for p in mine:
                 self._restore(p, committed[p])
+            with self.engine.lock:  # a large catalogue's candidate index, built before serving
+                self.engine.users.uses_index()
             self._deletions.incremental_assign([TopicPartition(self.topics.user_deletions, p) for p in mine])
             self._warn_partial_item_side(consumer)
         self._joining_since = None

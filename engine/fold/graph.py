@@ -20,6 +20,9 @@ __all__ = ["ItemGraph"]
 #: one gather instead of a Python walk over sparse rows (2,048² float32 = 16 MiB).
 DENSE_MAX_ITEMS = 2048
 
+#: Sparse rows kept as arrays for reading (:meth:`ItemGraph._row`): about 2 KiB each at most.
+ROW_CACHE = 50_000
+
 #: A source item keeps the counts of at most twice this many next items: when a row reaches twice
 #: this many, it is cut back to the strongest this many. A hub item (a home page, a viral item) would
 #: otherwise relate every user who just saw it to most of the catalogue, and the pair scorer's cost
@@ -45,6 +48,7 @@ class ItemGraph:
         self._snapshots = snapshots
         self._window: list[np.ndarray] = []  # transitions since the last snapshot, [2, n] per batch
         self._trending: tuple[tuple[int, torch.device], Tensor] | None = None
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # :meth:`_row`'s arrays
         self.events_since_snapshot = 0
         self.clock = 0  # events observed: popularity decays by one step per event
 
@@ -90,6 +94,7 @@ class ItemGraph:
                     self.out[j] = dict(sorted(row.items(), key=lambda kv: -kv[1])[:TRANSITIONS_PER_ITEM])
                     cut.add(j)
                 changed.append(j)
+                self._rows.pop(j, None)
         if self._dense is not None:
             for j in cut:  # the dense row as the cut sparse row
                 row = self.out[j]
@@ -130,29 +135,58 @@ class ItemGraph:
             last, ctx = last_all[users, items], ctx_all[users, items]
             total = last_all.sum(1)[users]
         else:
-            ub, ii, lasts, ctxs, totals = [], [], [], [], []
-            for b in range(len(recent)):
-                acc: dict[int, list[float]] = {}
-                for k, j in enumerate(recent[b].tolist()):
-                    row = self.out.get(j) if j >= 0 else None
-                    for i, cnt in (row or {}).items():
-                        if i < n_items:
-                            a = acc.setdefault(i, [0.0, 0.0])
-                            a[0 if k == 0 else 1] += cnt if k == 0 else weights[k] * cnt
-                t0 = (
-                    sum(self.out.get(int(recent[b, 0]), {}).values())
-                    if recent.shape[1] and recent[b, 0] >= 0 else 0.0
-                )
-                for i, (lc, cc) in acc.items():
-                    ub.append(b)
-                    ii.append(i)
-                    lasts.append(lc)
-                    ctxs.append(cc)
-                    totals.append(t0)
-            users, items = torch.tensor(ub, dtype=torch.long), torch.tensor(ii, dtype=torch.long)
-            last, ctx, total = (torch.tensor(v, dtype=torch.float32) for v in (lasts, ctxs, totals))
+            users, items, last, ctx, total = self._sparse_pairs(recent, weights, n_items)
         feats = torch.stack([torch.log1p(last), last / total.clamp(min=1), torch.log1p(ctx)], dim=-1)
         return users.to(device), items.to(device), feats.to(device)
+
+    def _sparse_pairs(
+        self, recent: np.ndarray, weights: np.ndarray, n_items: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`transition_pairs` from the sparse rows: each (user, recent item) pair's row as arrays
+        (:meth:`_row`), concatenated and summed per (user, next item) in one pass."""
+        users_of, rows, weight_of = [], [], []
+        for b, row in enumerate(recent.tolist()):
+            for k, j in enumerate(row):
+                if j >= 0:
+                    users_of.append(b)
+                    rows.append(self._row(j))
+                    weight_of.append(k)
+        lens = np.array([len(r[0]) for r in rows], np.int64)
+        if not lens.sum():
+            e = torch.zeros(0)
+            return e.long(), e.long(), e, e, e
+        b_all = np.repeat(np.array(users_of, np.int64), lens)
+        k_all = np.repeat(np.array(weight_of, np.int64), lens)
+        i_all = np.concatenate([r[0] for r in rows])
+        c_all = np.concatenate([r[1] for r in rows]) * weights[k_all]
+        keep = i_all < n_items
+        b_all, k_all, i_all, c_all = b_all[keep], k_all[keep], i_all[keep], c_all[keep]
+        keys, inverse = np.unique(b_all * n_items + i_all, return_inverse=True)
+        first = k_all == 0
+        last = np.bincount(inverse, weights=np.where(first, c_all, 0.0), minlength=len(keys))
+        ctx = np.bincount(inverse, weights=np.where(first, 0.0, c_all), minlength=len(keys))
+        totals = np.zeros(len(recent))
+        if recent.shape[1]:
+            for b, j in enumerate(recent[:, 0].tolist()):
+                if j >= 0:
+                    totals[b] = self._row(j)[2]
+        users = keys // n_items
+        as_float = [torch.from_numpy(v).float() for v in (last, ctx, totals[users])]
+        return torch.from_numpy(users), torch.from_numpy(keys % n_items), *as_float  # type: ignore[return-value]
+
+    def _row(self, j: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Row ``j``'s next items ``[n]`` (ascending), their counts ``[n]`` and the row's total, kept
+        until the row changes (at most :data:`ROW_CACHE` rows at a time)."""
+        got = self._rows.get(j)
+        if got is None:
+            row = self.out.get(j) or {}
+            targets = np.fromiter(row.keys(), np.int64, len(row))
+            counts = np.fromiter(row.values(), np.float64, len(row))
+            order = np.argsort(targets)
+            if len(self._rows) >= ROW_CACHE:
+                self._rows.clear()
+            got = self._rows[j] = (targets[order], counts[order], float(sum(row.values())))
+        return got
 
     def pair_counts(self, src: Tensor, dst: Tensor) -> Tensor:
         """``[B, k, L]`` transition counts from each of the source rows ``src`` ``[B, L]`` (-1 = none) to
@@ -220,6 +254,7 @@ class ItemGraph:
             row[row_of(raw[pos : pos + ln].decode("utf-8"))] = c
             pos += ln
         self.out[j] = row
+        self._rows.pop(j, None)
         self.grow(max(j, *row) + 1 if row else j + 1)
         if self._dense is not None:
             self._dense[j] = 0.0  # the row as published: entries cut since are gone

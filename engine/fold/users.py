@@ -20,21 +20,22 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from engine.fold.candidates import CandidateIndex, IndexConfig
 from engine.fold.context import HISTORY, UserContext, apply_event, context_copy, emission_times, user_contexts
 from engine.fold.drift import interest_distance
-from engine.fold.explain import explain
+from engine.fold.explain import explain, reasons
 from engine.fold.items import ItemStage, ItemUpdates
 from engine.fold.online import Examples
 from engine.fold.rounds import gaps, occurrence_rounds, previous_occurrence, run_rounds
-from engine.fold.scoring import score_items
+from engine.fold.scoring import score_items, scoring_inputs
 from engine.fold.table import ItemTable
 from engine.hooks import StageClock
 from engine.state.codec import UserState, decode_user, encode_user
@@ -49,9 +50,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: user–item scores held at once when ranking the whole catalogue (64M float32 = 256 MiB): a batch's
-#: users are scored in chunks of SCORE_BUDGET // catalogue size.
-SCORE_BUDGET = 64 * 2**20
+#: user–item pairs scored at once when ranking the whole catalogue: a batch's users are scored in
+#: chunks of SCORE_BUDGET // catalogue size. The mixture holds about six [chunk, N] float32 arrays at
+#: its peak, so 16M pairs is about 400 MiB of scores.
+SCORE_BUDGET = 16 * 2**20
 
 
 def is_example(user_id: str, n: int, rate: float) -> bool:
@@ -145,6 +147,7 @@ class UserStage:
         model_version: str,
         input_topic: str = "tide.interactions",
         top_k: int = 10,
+        index: IndexConfig | None = None,
     ) -> None:
         self.model = model.eval()
         self.table = table
@@ -156,6 +159,12 @@ class UserStage:
         self.seq_len = min(model.cfg.seq_len, HISTORY)
         self.dim = model.cfg.dim
         self.measure_drift = False  # fill FoldResult.drift
+        # approximate candidates, then exact scores, for a catalogue of index_config.min_items or more
+        self.index_config = index
+        self.index: CandidateIndex | None = None
+        self._tail_rng = np.random.default_rng(index.seed if index is not None else 0)
+        if index is not None:
+            table.track_changes()
 
     @torch.no_grad()
     def fold(
@@ -225,14 +234,15 @@ class UserStage:
         )
 
     def _read_states(self, events: Sequence[SourcedEvent]) -> dict[tuple[int, str], UserState]:
-        by_part: dict[int, set[str]] = {}
+        by_part: dict[int, dict[str, None]] = {}  # partition → its users, each once
         for e in events:
-            by_part.setdefault(e.partition, set()).add(e.event.user_id)
+            by_part.setdefault(e.partition, {})[e.event.user_id] = None
         states: dict[tuple[int, str], UserState] = {}
         for p, users in by_part.items():
-            found = self.store.partition(user_partition_name(p)).get_many(u.encode("utf-8") for u in users)
-            for u in users:
-                raw = found.get(u.encode("utf-8"))
+            keys = [u.encode("utf-8") for u in users]
+            found = self.store.partition(user_partition_name(p)).get_many(keys).get
+            for u, key in zip(users, keys):
+                raw = found(key)
                 states[(p, u)] = decode_user(raw) if raw is not None else UserState.empty(self.dim)
         return states
 
@@ -283,37 +293,39 @@ class UserStage:
         clock.lap("score")
         drift = interest_distance(ctx).cpu().tolist() if self.measure_drift else None
         clock.lap("drift")
-        reasons = explain(self.table, ctx.hist_rows, top_rows)
+        why = reasons(self.table, ctx.hist_rows, top_rows)
         clock.lap("explain")
-        first_of: dict[int, int] = {}  # slot → index of the user's first and last event in the batch
-        last_of: dict[int, int] = {}
-        for k, slot in enumerate(b.slots.tolist()):
-            first_of.setdefault(slot, k)
-            last_of[slot] = k
+        # each slot's first and last event in the batch (every slot 0 … U-1 has at least one)
+        n = len(b.slots)
+        first_of = np.unique(b.slots, return_index=True)[1].tolist()
+        last_of = (n - 1 - np.unique(b.slots[::-1], return_index=True)[1]).tolist()
+        last_t = b.ts[last_of].tolist()
         now = time.time()
         recs: list[Recommendation] = []
         arrivals: list[float] = []
         mem_np = mem.cpu().numpy()
         writes: dict[str, _Batch] = {}
+        item_id, text = self.table.ids.__getitem__, why.texts.__getitem__
+        events, states, topic, version = b.events, b.states, self.input_topic, self.model_version
         for s, (p, u) in enumerate(b.keys):
-            src = b.events[last_of[s]]
-            items = tuple(
-                ScoredItem(self.table.ids[r], sc, why, evidence)
-                for r, sc, (why, evidence) in zip(top_rows_l[s], top_scores_l[s], reasons[s])
-            )
-            source = SourceRef(
-                self.input_topic, p, src.offset, src.event.timestamp, b.events[first_of[s]].offset
-            )
-            recs.append(Recommendation(u, items, self.model_version, source, now))
+            src = events[last_of[s]]
+            items = tuple(map(
+                ScoredItem, map(item_id, top_rows_l[s]), top_scores_l[s], map(text, why.text_ids[s]),
+                why.evidence[s],
+            ))
+            source = SourceRef(topic, p, src.offset, src.event.timestamp, events[first_of[s]].offset)
+            recs.append(Recommendation(u, items, version, source, now))
             arrivals.append(src.arrival)
-            st = b.states[s]
+            st = states[s]
             st.memory = mem_np[s]
-            st.last_t = float(b.ts[last_of[s]])
+            st.last_t = last_t[s]
             st.partition, st.offset = p, src.offset
-            st.model_version = self.model_version
-            writes.setdefault(user_partition_name(p), new_transaction()).put(
-                u.encode("utf-8"), encode_user(st)
-            )
+            st.model_version = version
+            name = user_partition_name(p)
+            tx = writes.get(name)
+            if tx is None:
+                tx = writes[name] = new_transaction()
+            tx.put(u.encode("utf-8"), encode_user(st))
         clock.lap("emit")
         return recs, arrivals, writes, drift
 
@@ -358,9 +370,91 @@ class UserStage:
         return user_contexts(states, self.table.rows, self.profile_items, HISTORY, now).to(self.table.device)
 
     def score_context(self, mem: Tensor, ctx: UserContext) -> Tensor:
-        """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and contexts ``ctx``."""
+        """Scores ``[B, N]`` of all items for users with memories ``mem`` ``[B, d]`` and contexts ``ctx``;
+        with the candidate index on (:meth:`uses_index`), the items outside a user's candidate set
+        score -inf."""
         t = self.table
-        return score_items(self.model, t.graph, t.vectors(), t.bias, mem, ctx, t.content())
+        if not self.uses_index():
+            return score_items(self.model, t.graph, t.vectors(), t.bias, mem, ctx, t.content())
+        out = torch.full((len(mem), len(t)), float("-inf"), device=mem.device)
+        for c, rows, scores in self._candidate_scores(mem, ctx):
+            out[c : c + len(scores)].index_copy_(1, rows, scores)
+        return out
+
+    # ------------------------------------------------------------------------------ candidate index
+
+    def uses_index(self) -> bool:
+        """Whether scoring goes through the candidate index: configured, and the catalogue at least
+        :attr:`IndexConfig.min_items` (the index is built the first time)."""
+        if self.index_config is None or len(self.table) < self.index_config.min_items:
+            return False
+        if self.index is None:
+            self.index = CandidateIndex(self.retrieval_vectors, self.index_config)
+            self.index.build()
+        return True
+
+    @torch.no_grad()
+    def retrieval_vectors(self, rows: np.ndarray | None) -> np.ndarray:
+        """``[R, D]`` the items' retrieval vectors (:meth:`InterestModel.retrieval_items`) of ``rows``
+        (None: every item), as the index holds them."""
+        t = self.table
+        n = len(t)
+        content = t.content()
+        trending = t.graph.trending(n, t.device)
+        if rows is None:
+            out = self.model.retrieval_items(t.vectors(), t.bias, trending, content)
+        else:
+            r = torch.from_numpy(np.asarray(rows, np.int64)).to(t.device)
+            out = self.model.retrieval_items(
+                t.vectors()[r], t.bias[r], trending[r], content[r] if content is not None else None
+            )
+        return out.float().cpu().numpy()
+
+    def refresh_index(self, rows: Sequence[int] | np.ndarray) -> None:
+        """After the item stage: re-index the item ``rows`` whose popularity or memory it changed, any
+        other rows whose memory was set since (a shared item stage's), and any new items (see
+        engine/fold/candidates.py for the refresh policy)."""
+        changed = self.table.take_changed()
+        if self.index is not None:
+            self.index.refresh(np.union1d(np.asarray(rows, np.int64), changed), len(self.table))
+
+    @torch.no_grad()
+    def _candidate_scores(self, mem: Tensor, ctx: UserContext) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """For each chunk of users from position ``c``: the item rows ``[C]`` of its candidate set and
+        their exact scores ``[B_c, C]``. A chunk's set is the union of its users' index candidates, the
+        items their profiles and transitions name (the repeat side and the pair terms, which the index
+        does not see) and a uniform sample of the rest, which stands for the rest in the explore
+        side's normaliser (weighted by how many items each sample item stands for)."""
+        assert self.index is not None and self.index_config is not None
+        t, model, cfg = self.table, self.model, self.index_config
+        n, dev = len(t), t.device
+        vectors, bias, content = t.vectors(), t.bias, t.content()
+        for c in range(0, len(mem), cfg.users_per_call):
+            m, cx = mem[c : c + cfg.users_per_call], ctx[c : c + cfg.users_per_call]
+            x = scoring_inputs(model, t.graph, vectors, bias, m, cx, content)
+            u = model.user_side(x)
+            found = self.index.search(model.retrieval_queries(u).float().cpu().numpy())
+            tu, ti, tf = x.transitions
+            core = np.unique(np.concatenate([
+                found[found >= 0], cx.prof_rows[cx.prof_rows >= 0].cpu().numpy(), ti.cpu().numpy()
+            ]))
+            tail = np.setdiff1d(self._tail_rng.integers(0, n, cfg.tail_sample), core)  # sorted, unique
+            rows_np = np.union1d(core, tail)
+            rows = torch.from_numpy(rows_np).to(dev)
+            log_weight = None
+            if len(tail):
+                log_weight = torch.zeros(len(rows_np), device=dev)
+                log_weight[torch.from_numpy(np.searchsorted(rows_np, tail)).to(dev)] = float(
+                    np.log((n - len(core)) / len(tail))
+                )
+            prof = x.prof_rows
+            sub = replace(
+                x, vectors=vectors[rows], bias=bias[rows], trending=x.trending[rows],
+                prof_rows=torch.where(prof >= 0, torch.searchsorted(rows, prof), prof),
+                transitions=(tu, torch.searchsorted(rows, ti), tf),
+                content=content[rows] if content is not None else None, log_weight=log_weight,
+            )
+            yield c, rows, model.item_scores(u, sub)
 
     def scores(
         self, mem: Tensor, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None
@@ -374,13 +468,20 @@ class UserStage:
         return float(emission_times([st])[0])
 
     def _top_k(self, mem: Tensor, states: Sequence[UserState]) -> tuple[Tensor, Tensor, UserContext]:
-        """Exact top-k scores and rows ``[B, k]`` and the users' contexts, scoring at most
-        :data:`SCORE_BUDGET` user–item pairs at a time, so a large catalogue never needs a
-        [users, items] matrix for the whole batch."""
+        """Top-k scores and rows ``[B, k]`` and the users' contexts: over each user's candidate set with
+        the candidate index on, otherwise exact, scoring at most :data:`SCORE_BUDGET` user–item pairs
+        at a time, so a large catalogue never needs a [users, items] matrix for the whole batch."""
         n = len(self.table)
         k = min(self.top_k, n)
         chunk = max(1, SCORE_BUDGET // max(n, 1))
         ctx = self.context(states, emission_times(states))  # each list for the user's quickest return
+        if self.uses_index():
+            values, rows = [], []
+            for _, cand, scores in self._candidate_scores(mem, ctx):
+                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                values.append(top.values)
+                rows.append(cand[top.indices])
+            return torch.cat(values), torch.cat(rows), ctx
         parts = [
             torch.topk(self.score_context(mem[c : c + chunk], ctx[c : c + chunk]), k, dim=1)
             for c in range(0, len(states), chunk)

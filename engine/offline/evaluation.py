@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from engine.catalog.knowledge import Catalog
+from engine.fold.candidates import IndexConfig
 from engine.fold.context import emission_times
 from engine.fold.items import ItemStage
 from engine.fold.online import OnlineConfig, OnlineLearner
@@ -161,6 +162,7 @@ def evaluate_stream(
     at_row_time: bool = True,
     catalog: Catalog | None = None,
     item_delay: int = 0,
+    index: IndexConfig | None = None,
 ) -> RowRanks:
     """Fold every row of ``log`` through the pipeline, ``batch_size`` rows at a time, and rank each row at
     index ≥ ``score_from`` (among the log's items and, with a ``catalog``, every catalogue item).
@@ -169,12 +171,13 @@ def evaluate_stream(
     folded by the user stage (:class:`DelayedItemStage`; held updates left at the end are not folded).
     The delay is exact in events, but the user stage reads the items as they stand at the start of
     each batch, so within a batch they lag by N to N + ``batch_size`` - 1 events (N = 0: 0 to
-    ``batch_size`` - 1)."""
+    ``batch_size`` - 1). With ``index``, a catalogue of ``index.min_items`` or more is ranked as the
+    worker ranks it: over each user's candidates (engine/fold/candidates.py), the rest last."""
     users, items = log.users.tolist(), log.items.tolist()
     targets, target_idx = next_items(users, items)
     first_row = np.ones(len(log), bool)  # the user's first row: no earlier event to rank it from
     first_row[target_idx[target_idx >= 0]] = False
-    pipeline = _pipeline(model, item_ids, online, model_version, catalog, item_delay)
+    pipeline = _pipeline(model, item_ids, online, model_version, catalog, item_delay, index)
     stage, table = pipeline.users, pipeline.items.table
     baselines = default_baselines()
     n_items = len(set(items))
@@ -241,7 +244,7 @@ def evaluate_stream(
 
 def _pipeline(
     model: InterestModel, item_ids: list[str], online: OnlineConfig | None, model_version: str,
-    catalog: Catalog | None, item_delay: int = 0,
+    catalog: Catalog | None, item_delay: int = 0, index: IndexConfig | None = None,
 ) -> Pipeline:
     """The worker's pipeline on in-memory state: no store for the items, learning in line, the item
     stage ``item_delay`` events behind the user stage."""
@@ -249,7 +252,7 @@ def _pipeline(
     table = ItemTable(model, item_ids, device)
     if catalog is not None:
         table.attach_catalog(catalog)
-    users = UserStage(model, table, MemoryStateStore(), model_version=model_version)
+    users = UserStage(model, table, MemoryStateStore(), model_version=model_version, index=index)
     learner = OnlineLearner(model, table, online) if online is not None and online.enabled else None
     items = DelayedItemStage(model, table, item_delay) if item_delay > 0 else ItemStage(model, table, None)
     return Pipeline(users, items, learner)

@@ -14,15 +14,19 @@ __all__ = ["plot_scaling", "print_table", "write_report"]
 
 
 def print_table(report: dict[str, Any]) -> None:
+    """Every mode's figures, one row each (recs/s: recommendations emitted per second while the
+    backlog drains, median of the same windows as events/s), then the engine's extras and the machine."""
     rows = [(m, report[m]) for m in MODES if m in report]
     print(
-        f"\n{'mode':<10} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'CPU s/1k ev':>12} "
-        f"{'peak RSS MiB':>13} {'state B/user':>13}"
+        f"\n{'mode':<10} {'events/s':>10} {'recs/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
+        f"{'CPU s/1k ev':>12} {'peak RSS MiB':>13} {'state B/user':>13}"
     )
     for name, r in rows:
         state = f"{r['state_bytes_per_user']:,.0f}" if r.get("state_bytes_per_user") is not None else "—"
+        recs = r.get("recommendations_per_s", float("nan"))
         print(
-            f"{name:<10} {r['events_per_s']:>10,.0f} {1000 * r['p50_s']:>8.1f} {1000 * r['p99_s']:>8.1f} "
+            f"{name:<10} {r['events_per_s']:>10,.0f} {recs:>10,.0f} "
+            f"{1000 * r['p50_s']:>8.1f} {1000 * r['p99_s']:>8.1f} "
             f"{1000 * r['p999_s']:>9.1f} {r['cpu_s_per_1k_events']:>12.3f} "
             f"{r['peak_rss_bytes'] / 2**20:>13.0f} {state:>13}"
         )
@@ -31,10 +35,17 @@ def print_table(report: dict[str, Any]) -> None:
             print(f"engine / {base}: {report[f'ratio_to_{base}']:.3f}")
     _print_engine_extras(report.get("engine", {}))
     for t in report.get("topk", []):
-        print(
-            f"exact top-{t['k']} of {t['items']:,} items for {t['users']} users "
-            f"(d={t['dim']}, {t['device']}): {1000 * t['median_s']:.1f} ms"
+        line = (
+            f"top-{t['k']} of {t['items']:,} items for {t['users']} users (d={t['dim']}, {t['device']}): "
+            f"exact {1000 * t['median_s']:.1f} ms"
         )
+        if "index_median_s" in t:
+            line += (
+                f", candidate index {1000 * t['index_median_s']:.1f} ms (recall of the exact top-{t['k']} "
+                f"{t['index_recall']:.3f}; built in {t['index_build_s']:.1f} s, "
+                f"{t['index_bytes'] / 2**20:.0f} MiB)"
+            )
+        print(line)
     m = report["machine"]
     print(
         f"machine: {m['cpus']} CPUs ({m['cpu_affinity']} usable), {m.get('gpu', 'no GPU')}, "
@@ -72,7 +83,8 @@ _KNOB_LABELS = {
 
 
 def plot_scaling(curves: dict[str, list[dict[str, Any]]], png: Path, rate: float) -> None:
-    """Throughput and p99 latency (at ``rate`` events/s offered) against each knob, one panel each."""
+    """Throughput (events and, where measured, recommendations per second) and p99 latency (at
+    ``rate`` events/s offered) against each knob, one panel each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,11 +94,17 @@ def plot_scaling(curves: dict[str, list[dict[str, Any]]], png: Path, rate: float
     for ax, (knob, pts) in zip(np.atleast_1d(axes), curves.items()):
         x = [p["value"] for p in pts]
         ax.plot(x, [p["events_per_s"] for p in pts], "o-", color="tab:blue", label="events/s")
+        recs = [p.get("recommendations_per_s", float("nan")) for p in pts]
+        per_s = "events/s (backlog)"
+        if not np.isnan(recs).all():
+            ax.plot(x, recs, "^:", color="tab:green", label="recommendations/s")
+            ax.legend(loc="lower left", fontsize="small")
+            per_s = "events/s, recommendations/s (backlog)"
         ax.set_xscale("log")
         ax.set_xticks(x, [f"{v:,}" for v in x])
         ax.minorticks_off()
         ax.set_xlabel(_KNOB_LABELS.get(knob, knob))
-        ax.set_ylabel("events/s (backlog)", color="tab:blue")
+        ax.set_ylabel(per_s, color="tab:blue")
         ax.set_ylim(bottom=0)
         ax2 = ax.twinx()
         p99 = [1000 * p["p99_s"] for p in pts]

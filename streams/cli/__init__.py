@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from streams.cli import bench, data, evaluate, run
 from streams.config import Settings
+from streams.memory import tune_allocator
 
 __all__ = ["main"]
 
@@ -48,4 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     args = build_parser(settings).parse_args(argv)
     _configure_logging(args.log_level)
+    # before the clients, threads and tensors that allocate most exist: training and evaluation over a
+    # large catalogue fragment glibc's heap with a batch's score matrices as much as the worker does
+    tune_allocator()
     return int(args.func(args, settings) or 0)

@@ -20,6 +20,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         users=args.users,
         active_users=args.active_users,
         items=args.items,
+        popularity=args.popularity,
+        zipf=args.zipf,
+        user_pattern=args.user_pattern,
+        new_items=args.new_items,
         events=args.events,
         rate=args.rate,
         latency_seconds=args.latency_seconds,
@@ -34,6 +38,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         workdir=args.workdir,
         item_stage=args.item_stage,
     )
+    if args.index_curve:
+        return _index_curve(args)
     if args.restore_users:
         return _restore(args.restore_users, args.bootstrap, args.report)
     if args.workers:
@@ -50,6 +56,19 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.report:
         write_report(report, args.report)
         print(f"report: {args.report}")
+    return 0
+
+
+def _index_curve(args: argparse.Namespace) -> int:
+    from streams.bench import write_report
+    from streams.bench.index_curve import plot_index_curve, run_index_curve
+
+    if args.data is None:
+        raise SystemExit("--index-curve needs --data (a log to train on, or to fold with --checkpoint)")
+    curve = run_index_curve(args.data, args.checkpoint, args.epochs, args.device)
+    plot_index_curve(curve, args.index_curve)
+    write_report(curve, args.index_curve.with_suffix(".json"))
+    print(f"index curve: {args.index_curve}, figures: {args.index_curve.with_suffix('.json')}")
     return 0
 
 
@@ -117,7 +136,10 @@ def add_commands(sub: Any, settings: Settings) -> None:
 
 
 def _add_workload_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
-    """The events: their source and number, and the latency phase's offered rate."""
+    """The events: their source and number, their shape, and the latency phase's offered rate."""
+    from streams.bench.options import POPULARITY, USER_PATTERNS
+    from streams.bench.workload import NEW_ITEM_EVENTS, SESSION_EVENTS
+
     bb.add_argument(
         "--data", type=Path, default=d["data"], help="CSV log for the workload (default: synthetic)"
     )
@@ -128,11 +150,57 @@ def _add_workload_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         type=int,
         default=d["active_users"],
         help="synthetic workload: this many users with state written beforehand, "
-        "events spread uniformly over them",
+        "each event's user drawn among them (uniformly, unless --popularity zipf)",
+    )
+    bb.add_argument(
+        "--popularity",
+        choices=POPULARITY,
+        default=d["popularity"],
+        help="synthetic workload: how events spread over users and items: zipf (rank k of n with "
+        "probability ∝ (k+1)^-s, s from --zipf) or uniform (default: a Zipf-like mix in which 70%% of "
+        "a user's events go back to eight items of their own; uniform with --active-users)",
+    )
+    bb.add_argument(
+        "--zipf",
+        type=_positive_float,
+        default=d["zipf"],
+        metavar="S",
+        help="the exponent s of --popularity zipf, for users and items (default %(default)s)",
+    )
+    bb.add_argument(
+        "--user-pattern",
+        choices=USER_PATTERNS,
+        default=d["user_pattern"],
+        help="synthetic workload: uniform (each event's user drawn on its own) or bursty (users in "
+        f"sessions of {SESSION_EVENTS} events on average that interleave a little) "
+        "(default %(default)s)",
+    )
+    bb.add_argument(
+        "--new-items",
+        type=_share,
+        default=d["new_items"],
+        metavar="SHARE",
+        help="synthetic workload: this share of events goes to items outside the checkpoint's "
+        f"catalogue, n0, n1, … debuting in order over the run, about {NEW_ITEM_EVENTS} events each "
+        "(default %(default)s)",
     )
     bb.add_argument("--events", type=int, default=d["events"], help="events in the throughput phase")
     bb.add_argument("--rate", type=float, default=d["rate"], help="offered events/s in the latency phase")
     bb.add_argument("--latency-seconds", type=float, default=d["latency_seconds"])
+
+
+def _share(text: str) -> float:
+    x = float(text)
+    if not 0.0 <= x < 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a share in [0, 1)")
+    return x
+
+
+def _positive_float(text: str) -> float:
+    x = float(text)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+    return x
 
 
 def _add_run_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
@@ -161,7 +229,8 @@ def _add_run_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     bb.add_argument(
         "--topk-items",
         default="",
-        help="also time exact top-10 for 256 users over these catalogue sizes, e.g. 1000,1000000",
+        help="also time top-10 for 256 users over these catalogue sizes, exact and through the candidate "
+        "index, e.g. 1000,1000000",
     )
     bb.add_argument(
         "--workers",
@@ -175,9 +244,17 @@ def _add_run_flags(bb: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         help="instead: restore this many users' state from a changelog into an empty store, timed",
     )
     bb.add_argument(
+        "--index-curve",
+        type=Path,
+        default=None,
+        help="instead: the candidate index's recall of the exact top-100 against its cost over nprobe, "
+        "on a model trained on --data (or --checkpoint) after folding --data; a PNG here, JSON beside it",
+    )
+    bb.add_argument("--epochs", type=int, default=None, help="--index-curve: training passes")
+    bb.add_argument(
         "--scaling",
         type=Path,
         default=None,
-        help="instead: the engine over catalogue size, micro-batch and width (synthetic); "
+        help="instead: the engine over catalogue size, micro-batch, width and active users (synthetic); "
         "a PNG here, JSON beside it",
     )

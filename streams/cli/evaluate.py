@@ -28,6 +28,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from engine.offline.evaluation import evaluate_stream
     from engine.offline.protocols import split_log
     from streams.report import build_report, plot_over_time, write_report
+    from streams.runtime import index_config
 
     train_cfg, online_cfg = configs(args.config)
     train_cfg = train_cfg.with_epochs(args.epochs)
@@ -54,6 +55,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         at_row_time=not args.as_emitted,
         catalog=catalog,
         item_delay=args.item_delay,
+        index=index_config(settings),
     )
     timings |= {"evaluate_s": rr.seconds, "events_per_s": rr.extra["events_per_s"]}
     query_time = "previous event" if args.as_emitted else "row"

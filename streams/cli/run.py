@@ -119,9 +119,6 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.memory import tune_allocator
-
-    tune_allocator()  # before the clients and threads that allocate most exist
     from streams.app import run_worker
 
     return run_worker(with_flags(settings, bootstrap_servers=args.bootstrap, web_port=args.web_port))
