@@ -5,7 +5,9 @@ The explore side's logit of an item, without its (user, item) pair terms, is one
 (:meth:`models.interest.InterestModel.retrieval_items`): ``[q_e ‖ β h_u ‖ 1] · [v_i ‖ c_i ‖ a_i]``.
 :class:`CandidateIndex` keeps those item vectors in a faiss IVF index (inverted lists of
 k-means cells, searched in the ``nprobe`` cells nearest each query; Jégou et al., PAMI 2011,
-https://doi.org/10.1109/TPAMI.2010.57) and returns each user's ``n_candidates`` best. The user stage
+https://doi.org/10.1109/TPAMI.2010.57), each lifted onto a sphere so that the largest inner
+product is the nearest neighbour (:meth:`_Built.lift`), and returns each user's ``n_candidates``
+best. The user stage
 adds what the index cannot see (the user's profile items and the items their recent items lead to,
 whose pair terms the index leaves out) and scores that set with the full model
 (engine/fold/users.py).
@@ -13,8 +15,9 @@ whose pair terms the index leaves out) and scores that set with the full model
 Refresh policy:
 
 - rows whose vector changed in a batch (the item stage's memory updates, popularity, new items) are
-  re-added before the next batch is scored (:meth:`CandidateIndex.update`): a changed item is
-  retrievable with its new vector from the next batch on;
+  re-added before the next batch is scored (:meth:`CandidateIndex.refresh`): a changed item is
+  retrievable with its new vector from the next batch on (one whose vector outgrew the index's
+  radius, below, joins every user's candidates until a rebuild it starts is swapped in);
 - the k-means cells are trained once on the vectors of the build, and the rows not refreshed keep
   their vectors as indexed; as vectors drift (online learning moves every item's static part,
   popularity decays) a check every :attr:`IndexConfig.check_every_s` compares a fixed sample of rows'
@@ -44,7 +47,8 @@ class IndexConfig:
 
     min_items: int = 50_000  # catalogues smaller than this are scored exactly
     n_candidates: int = 200  # items the index returns per user
-    users_per_call: int = 32  # users scored together over the union of their candidate sets
+    users_per_call: int = 64  # users scored together over the union of their candidate sets
+    transitions_per_user: int = 32  # a user's strongest next items (from their recent ones) that join
     tail_sample: int = 1_024  # items drawn per call to stand for the rest in the explore normaliser
     nprobe: int = 16  # IVF cells searched per query
     cells_per_sqrt: float = 1.0  # IVF cells = this × √N
@@ -56,6 +60,8 @@ class IndexConfig:
 
 
 def _faiss():  # type: ignore[no-untyped-def]
+    # its loader logs each CPU-specific build it tries and does not find at INFO
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     import faiss  # a C++ library with OpenMP threads: imported where a large catalogue needs it
     import torch
 
@@ -72,14 +78,17 @@ class _Built:
         faiss = _faiss()
         n, d = vectors.shape
         n_cells = max(1, min(n // 39, int(cfg.cells_per_sqrt * np.sqrt(n))))
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, n_cells, faiss.METRIC_INNER_PRODUCT)
+        # the largest norm of the build: every vector is lifted onto the sphere of that radius
+        self.radius = float(np.linalg.norm(vectors, axis=1).max()) if n else 1.0
+        lifted = self.lift(vectors)
+        quantizer = faiss.IndexFlatL2(d + 1)
+        index = faiss.IndexIVFFlat(quantizer, d + 1, n_cells, faiss.METRIC_L2)
         rng = np.random.default_rng(cfg.seed)
         n_train = min(n, cfg.train_per_cell * n_cells)
-        train = vectors[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else vectors
+        train = lifted[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else lifted
         index.cp.min_points_per_centroid = 1  # a sample smaller than faiss's default asks is enough here
         index.train(np.ascontiguousarray(train))
-        index.add_with_ids(vectors, np.arange(n, dtype=np.int64))
+        index.add_with_ids(lifted, np.arange(n, dtype=np.int64))
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by id, for updates
         index.nprobe = min(cfg.nprobe, n_cells)
         self.index = index
@@ -88,14 +97,33 @@ class _Built:
         self.n_cells = n_cells
         self.sample = np.sort(rng.choice(n, min(n, cfg.drift_sample), replace=False))
         self.sampled = vectors[self.sample].copy()  # [S, D] the sample's vectors as indexed
+        self.outside: set[int] = set()  # rows refreshed to a norm past the radius: always candidates
+
+    def lift(self, vectors: np.ndarray) -> np.ndarray:
+        """``[R, D + 1]``: each vector with sqrt(r² − ‖x‖²) appended (0 past the radius r), so that
+        the largest inner product with a query is the nearest lifted vector to the query with a 0
+        appended (Bachrach et al., RecSys 2014, https://doi.org/10.1145/2645710.2645741): k-means
+        cells in that space group what a query ranks together, where inner-product cells over
+        vectors of unequal norms do not."""
+        x = np.asarray(vectors, np.float32)
+        extra = np.sqrt(np.maximum(self.radius**2 - np.einsum("ij,ij->i", x, x), 0.0))
+        return np.ascontiguousarray(np.concatenate([x, extra[:, None].astype(np.float32)], axis=1))
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        q = np.asarray(queries, np.float32)
+        padded = np.ascontiguousarray(np.concatenate([q, np.zeros((len(q), 1), np.float32)], axis=1))
+        return self.index.search(padded, k)[1]
 
     def update(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         faiss = _faiss()
         old = np.ascontiguousarray(rows[rows < self.n], np.int64)
         if len(old):  # the hash-table direct map removes by an explicit array of ids
             self.index.remove_ids(faiss.IDSelectorArray(len(old), faiss.swig_ptr(old)))
-        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), rows.astype(np.int64))
+        self.index.add_with_ids(self.lift(vectors), rows.astype(np.int64))
         self.n = max(self.n, int(rows.max()) + 1)
+        past = np.einsum("ij,ij->i", vectors, vectors) > self.radius**2
+        self.outside.difference_update(rows[~past].tolist())
+        self.outside.update(rows[past].tolist())
         at = np.searchsorted(rows, self.sample)  # rows are sorted and unique
         hit = at < len(rows)
         hit[hit] = rows[at[hit]] == self.sample[hit]
@@ -155,7 +183,7 @@ class CandidateIndex:
         if self._built is None:
             return 0
         index = self._built.index
-        return index.ntotal * (4 * index.d + 8 + 16) + self._built.n_cells * 4 * index.d
+        return int(index.ntotal * (4 * index.d + 8 + 16) + self._built.n_cells * 4 * index.d)
 
     def build(self) -> None:
         """Build the index over every item's vector, here and now."""
@@ -187,7 +215,10 @@ class CandidateIndex:
             with self._lock:
                 if self.rebuilding:
                     self._changed_since.append(todo)
-        if self._due_for_check():
+        if self._built.outside and not self.rebuilding and self._next is None:
+            logger.info("candidate index: %d vectors past its radius, rebuilding", len(self._built.outside))
+            self.rebuild_in_background()
+        elif self._due_for_check():
             self.last_drift = self.drift()
             if self.last_drift > self.cfg.rebuild_drift:
                 logger.info("candidate index: drift %.2f, rebuilding", self.last_drift)
@@ -197,8 +228,13 @@ class CandidateIndex:
         """``[B, k]`` the rows with the largest inner product with each of ``queries`` ``[B, D]``, best
         first (-1 where fewer were found)."""
         assert self._built is not None, "build the index first"
-        q = np.ascontiguousarray(queries, np.float32)
-        return self._built.index.search(q, k or self.cfg.n_candidates)[1]
+        return self._built.search(queries, k or self.cfg.n_candidates)
+
+    def always(self) -> np.ndarray:
+        """Rows every user's candidates include: those refreshed to a vector longer than the index was
+        built for (its search would place them too low), until a rebuild takes them in."""
+        assert self._built is not None
+        return np.fromiter(self._built.outside, np.int64, len(self._built.outside))
 
     def drift(self) -> float:
         """The relative change ‖now − indexed‖ / ‖indexed‖ of a fixed sample of rows' vectors."""

@@ -98,6 +98,16 @@ class RoundObserver(Protocol):
         ...
 
 
+def _strongest_per_user(users: np.ndarray, strength: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each user's ``k`` strongest pairs among pairs (``users`` ``[P]``, ``strength``
+    ``[P]``), as a mask ``[P]``."""
+    order = np.lexsort((-strength, users))
+    start = np.searchsorted(users[order], users[order], side="left")
+    keep = np.zeros(len(users), bool)
+    keep[order[np.arange(len(users)) - start < k]] = True
+    return keep
+
+
 def user_partition_name(partition: int) -> str:
     return f"users-{partition}"
 
@@ -422,9 +432,10 @@ class UserStage:
     def _candidate_scores(self, mem: Tensor, ctx: UserContext) -> Iterator[tuple[int, Tensor, Tensor]]:
         """For each chunk of users from position ``c``: the item rows ``[C]`` of its candidate set and
         their exact scores ``[B_c, C]``. A chunk's set is the union of its users' index candidates, the
-        items their profiles and transitions name (the repeat side and the pair terms, which the index
-        does not see) and a uniform sample of the rest, which stands for the rest in the explore
-        side's normaliser (weighted by how many items each sample item stands for)."""
+        items their profiles name and the strongest items their recent items lead to (the repeat side
+        and the pair terms, which the index does not see), and a uniform sample of the rest, which
+        stands for the rest in the explore side's normaliser (weighted by how many items each sample
+        item stands for). Every item of the set is scored with all its terms for every user."""
         assert self.index is not None and self.index_config is not None
         t, model, cfg = self.table, self.model, self.index_config
         n, dev = len(t), t.device
@@ -435,8 +446,11 @@ class UserStage:
             u = model.user_side(x)
             found = self.index.search(model.retrieval_queries(u).float().cpu().numpy())
             tu, ti, tf = x.transitions
+            strongest = _strongest_per_user(tu.cpu().numpy(), (tf[:, 0] + tf[:, 2]).cpu().numpy(),
+                                            cfg.transitions_per_user)
             core = np.unique(np.concatenate([
-                found[found >= 0], cx.prof_rows[cx.prof_rows >= 0].cpu().numpy(), ti.cpu().numpy()
+                found[found >= 0], cx.prof_rows[cx.prof_rows >= 0].cpu().numpy(), ti.cpu().numpy()[strongest],
+                self.index.always(),
             ]))
             tail = np.setdiff1d(self._tail_rng.integers(0, n, cfg.tail_sample), core)  # sorted, unique
             rows_np = np.union1d(core, tail)
@@ -448,10 +462,12 @@ class UserStage:
                     np.log((n - len(core)) / len(tail))
                 )
             prof = x.prof_rows
+            at = torch.searchsorted(rows, ti).clamp(max=len(rows) - 1)
+            scored = rows[at] == ti  # the pair terms of the items in the set
             sub = replace(
                 x, vectors=vectors[rows], bias=bias[rows], trending=x.trending[rows],
                 prof_rows=torch.where(prof >= 0, torch.searchsorted(rows, prof), prof),
-                transitions=(tu, torch.searchsorted(rows, ti), tf),
+                transitions=(tu[scored], at[scored], tf[scored]),
                 content=content[rows] if content is not None else None, log_weight=log_weight,
             )
             yield c, rows, model.item_scores(u, sub)

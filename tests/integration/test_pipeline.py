@@ -8,7 +8,7 @@ import json
 import jsonschema
 import pytest
 
-from schemas import load_schema
+from schemas import Interaction, load_schema
 from tests.integration.conftest import drain, events_log, produce, start_worker, synthetic_events
 
 pytestmark = pytest.mark.integration
@@ -72,6 +72,28 @@ def test_events_in_recommendations_out_for_every_user(settings):
     # item vectors reach their compacted topic for the other workers
     vecs = drain(settings, settings.topics.item_vectors, lambda ms: len(ms) >= 1)
     jsonschema.validate(json.loads(vecs[0].value()), load_schema("item_vector.v1"))
+
+
+def test_a_worker_over_the_candidate_index_answers_every_user_and_indexes_new_items(settings):
+    """With the index on from the first item, the worker builds it before serving, ranks over
+    candidates, and adds the items first seen in the stream."""
+    settings = settings.model_copy(update={"index_min_items": 0, "index_candidates": 8, "index_nprobe": 2})
+    events = synthetic_events(n_users=12, per_user=10)
+    t0 = events[-1].timestamp
+    events += [Interaction(f"user-{u}", f"new-{u % 3}", t0 + 60 + u, "view") for u in range(12)]
+    delivered = _produce_events(settings, events)
+    worker, thread = start_worker(settings)
+    try:
+        msgs = drain(settings, settings.topics.recommendations, _answered(_last_sources(events, delivered)))
+    finally:
+        worker.stop()
+        thread.join(30)
+    users = {json.loads(m.value())["user_id"] for m in msgs}
+    assert users == {e.user_id for e in events}
+    assert all(len(json.loads(m.value())["items"]) == 5 for m in msgs)
+    stage = worker.engine.users
+    assert stage.uses_index() and stage.index is not None
+    assert len(stage.index) == len(stage.table) and "new-2" in stage.table.index
 
 
 def test_malformed_records_go_to_the_dlq_while_valid_ones_flow(settings):

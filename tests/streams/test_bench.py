@@ -58,6 +58,14 @@ def test_recommendations_per_s_is_the_median_of_the_same_windows_and_is_printed(
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
+def test_topk_cost_times_the_exact_and_the_candidate_paths():
+    from streams.bench import topk_cost
+
+    t = topk_cost(3_000, users=32, dim=16, repeats=1, device="cpu")
+    assert t["items"] == 3_000 and t["median_s"] > 0 and t["index_median_s"] > 0
+    assert 0.5 <= t["index_recall"] <= 1.0 and t["index_bytes"] > 3_000 * 16 * 4
+
+
 def test_paced_records_reach_the_reader_with_their_latency(embedded_broker):
     tag = f"pace-{uuid.uuid4().hex[:6]}"
     topics = Topics(**{name: f"{tag}.{name}" for name in Topics.model_fields})

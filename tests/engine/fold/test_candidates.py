@@ -41,6 +41,12 @@ def test_index_recall_of_the_exact_top_100_at_the_operating_point():
     assert recall_at(index.search(queries), _exact_top(items, queries, 100)) >= 0.98
 
 
+def _aligned(q, items, share=0.95):
+    """A vector along ``q`` with ``share`` of the catalogue's largest norm: the best by far for ``q``,
+    within the radius the index was built for."""
+    return share * np.linalg.norm(items, axis=1).max() * q / np.linalg.norm(q)
+
+
 def test_a_changed_or_new_item_is_retrievable_from_the_next_refresh():
     items, queries = _catalogue(n=5_000)
     index = CandidateIndex(lambda rows: items if rows is None else items[rows], IndexConfig(n_candidates=10))
@@ -48,15 +54,23 @@ def test_a_changed_or_new_item_is_retrievable_from_the_next_refresh():
     q = queries[:1]
     row = int(np.argsort(queries[0] @ items.T)[0])  # the worst item for this user
     assert row not in index.search(q)[0]
-    items[row, :-1] = 5.0 * q[0, :-1]  # now the best by far
+    best = _aligned(q[0], items)
+    items[row] = best
     assert row not in index.search(q)[0]  # indexed as it was until refreshed
     index.refresh([row], len(items))
     assert index.search(q)[0, 0] == row
     # a new item (a row past the indexed ones) is added by the same refresh
-    grown = np.concatenate([items, 6.0 * q])
+    grown = np.concatenate([items, 1.01 * best[None]])
     index.vectors_of = lambda rows: grown if rows is None else grown[rows]
     index.refresh([], len(grown))
     assert index.search(q)[0, 0] == len(items) and len(index) == len(grown)
+    # a vector longer than any at the build is a candidate for everyone until a rebuild takes it in
+    grown[7] = 3.0 * best
+    index.refresh([7], len(grown))
+    assert index.always().tolist() == [7] and index.rebuilding
+    index.wait_for_rebuild(60)
+    index.refresh([], len(grown))
+    assert index.builds == 2 and index.always().tolist() == [] and index.search(q)[0, 0] == 7
 
 
 def test_drift_past_the_bound_rebuilds_in_the_background_keeping_rows_refreshed_meanwhile():
@@ -73,7 +87,7 @@ def test_drift_past_the_bound_rebuilds_in_the_background_keeping_rows_refreshed_
     assert index.last_drift > 0.2
     q = queries[:1]
     row = int(np.argsort(q[0] @ moved.T)[0])
-    moved[row, :-1] = 5.0 * q[0, :-1]  # changed after the snapshot was taken
+    moved[row] = _aligned(q[0], moved)  # changed after the snapshot was taken
     index.refresh([row], len(items))
     index.wait_for_rebuild(60)
     index.refresh([], len(items))  # swaps the rebuild in, with the row changed meanwhile re-added
