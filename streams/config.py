@@ -166,9 +166,10 @@ class Settings(BaseSettings):
     )
     top_k: int = Field(default=10, description="items per recommendation")
     index_min_items: int = Field(
-        default=50_000, ge=0,
-        description="catalogues of this many items or more are ranked over candidates from an approximate"
-        " index, then scored exactly (engine/fold/candidates.py); smaller ones are scored exactly",
+        default=10_000, ge=0,
+        description="on CPU, catalogues of this many items or more are ranked over candidates from an"
+        " approximate index, then scored exactly (engine/fold/candidates.py); smaller ones, and any on a"
+        " GPU, are scored exactly",
     )
     index_candidates: int = Field(default=200, ge=1, description="items the candidate index returns per user")
     index_nprobe: int = Field(default=16, ge=1, description="cells of the candidate index searched per user")

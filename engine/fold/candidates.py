@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 class IndexConfig:
     """The index's operating point (chosen by ``tide bench --index-recall``, docs/performance.md)."""
 
-    min_items: int = 50_000  # catalogues smaller than this are scored exactly
+    min_items: int = 10_000  # catalogues smaller than this are scored exactly
     n_candidates: int = 200  # items the index returns per user
     users_per_call: int = 64  # users scored together over the union of their candidate sets
     transitions_per_user: int = 32  # a user's strongest next items (from their recent ones) that join
@@ -71,6 +71,9 @@ def _faiss():  # type: ignore[no-untyped-def]
     return faiss
 
 
+ADD_BLOCK = 65_536  # vectors lifted and added to a new index at a time
+
+
 class _Built:
     """One built faiss index and what it holds: the vectors as indexed, for the drift check."""
 
@@ -79,16 +82,16 @@ class _Built:
         n, d = vectors.shape
         n_cells = max(1, min(n // 39, int(cfg.cells_per_sqrt * np.sqrt(n))))
         # the largest norm of the build: every vector is lifted onto the sphere of that radius
-        self.radius = float(np.linalg.norm(vectors, axis=1).max()) if n else 1.0
-        lifted = self.lift(vectors)
+        self.radius = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max())) if n else 1.0
         quantizer = faiss.IndexFlatL2(d + 1)
         index = faiss.IndexIVFFlat(quantizer, d + 1, n_cells, faiss.METRIC_L2)
         rng = np.random.default_rng(cfg.seed)
         n_train = min(n, cfg.train_per_cell * n_cells)
-        train = lifted[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else lifted
+        train = vectors[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else vectors
         index.cp.min_points_per_centroid = 1  # a sample smaller than faiss's default asks is enough here
-        index.train(np.ascontiguousarray(train))
-        index.add_with_ids(lifted, np.arange(n, dtype=np.int64))
+        index.train(self.lift(train))
+        for lo in range(0, n, ADD_BLOCK):  # lifted a block at a time: no second copy of the catalogue
+            index.add_with_ids(self.lift(vectors[lo : lo + ADD_BLOCK]), np.arange(lo, min(n, lo + ADD_BLOCK)))
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by id, for updates
         index.nprobe = min(cfg.nprobe, n_cells)
         self.index = index

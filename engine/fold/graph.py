@@ -197,20 +197,31 @@ class ItemGraph:
             s, d = src.cpu(), dst.cpu()
             counts = self._dense[s.clamp(min=0)[:, None, :], d[:, :, None]] * (s >= 0)[:, None, :]
             return counts.to(dst.device)
-        out = torch.zeros((b, k, L))
-        for bi, (srow, drow) in enumerate(zip(src.tolist(), dst.tolist())):
-            for li, j in enumerate(srow):
-                row = self.out.get(j) if j >= 0 else None
-                if row:
-                    for ki, i in enumerate(drow):
-                        out[bi, ki, li] = row.get(i, 0.0)
-        return out.to(dst.device)
+        # every (user, source) row's next items as one sorted array of keys (slot · N + item), looked
+        # up for each (user, destination, source) at once
+        srcs, dsts = src.cpu().numpy(), dst.cpu().numpy()
+        slots, rows = [], []
+        for slot, j in enumerate(srcs.reshape(-1).tolist()):
+            if j >= 0:
+                row = self._row(j)
+                if len(row[0]):
+                    slots.append(slot)
+                    rows.append(row)
+        out = np.zeros((b, k, L), np.float32)
+        if rows:
+            n = max(int(dsts.max()), max(int(r[0][-1]) for r in rows)) + 1
+            keys = np.concatenate([slot * n + r[0] for slot, r in zip(slots, rows)])
+            row_counts = np.concatenate([r[1] for r in rows])
+            slot_of = np.arange(b)[:, None, None] * L + np.arange(L)[None, None, :]  # [B, 1, L]
+            want = slot_of * n + np.maximum(dsts, 0)[:, :, None]  # [B, k, L]
+            at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+            hit = (keys[at] == want) & (dsts >= 0)[:, :, None] & (srcs >= 0)[:, None, :]
+            out[hit] = row_counts[at[hit]]
+        return torch.from_numpy(out).to(dst.device)
 
     def pair_totals(self, src: Tensor) -> Tensor:
         """``[B, L]`` all transitions counted from each source row ``src`` ``[B, L]`` (-1 = none: 0)."""
-        return torch.tensor(
-            [[sum(self.out.get(j, {}).values()) if j >= 0 else 0.0 for j in row] for row in src.tolist()]
-        )
+        return torch.tensor([[self._row(j)[2] if j >= 0 else 0.0 for j in row] for row in src.tolist()])
 
     def snapshot_edges(self, n_items: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """Close the current snapshot: the undirected item–item edges ``[2, E]`` of the transitions

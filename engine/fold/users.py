@@ -394,9 +394,11 @@ class UserStage:
     # ------------------------------------------------------------------------------ candidate index
 
     def uses_index(self) -> bool:
-        """Whether scoring goes through the candidate index: configured, and the catalogue at least
-        :attr:`IndexConfig.min_items` (the index is built the first time)."""
-        if self.index_config is None or len(self.table) < self.index_config.min_items:
+        """Whether scoring goes through the candidate index: configured, on CPU (a GPU scores every
+        item), and the catalogue at least :attr:`IndexConfig.min_items` (the index is built the
+        first time)."""
+        cfg = self.index_config
+        if cfg is None or self.table.device.type != "cpu" or len(self.table) < cfg.min_items:
             return False
         if self.index is None:
             self.index = CandidateIndex(self.retrieval_vectors, self.index_config)
