@@ -26,8 +26,7 @@ _M_ARENA_MAX = -8
 # Set, these stay where they are. Blocks of 1 MiB or more (a batch's score matrices) are mapped and
 # given back when freed; smaller ones come from the heap, whose free top is given back past 64 MiB
 # (and in full by return_free_memory). glibc's own 128 KiB for both makes a worker over a large
-# catalogue map, unmap and fault in a batch's middle-sized tensors again and again: its scoring and
-# item stage took 1.5-2x as long.
+# catalogue map, unmap and fault in a batch's middle-sized tensors again and again.
 MMAP_THRESHOLD = 1 << 20
 TRIM_THRESHOLD = 64 << 20
 ARENA_MAX = 2

@@ -47,13 +47,18 @@ def plot_index_curve(curve: dict[str, Any], png: Path) -> None:
 
     pts = curve["points"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([1000 * p["seconds"] for p in pts], [p["recall_at_100"] for p in pts], "o-")
-    for p in pts:
-        ax.annotate(f"nprobe {p['nprobe']}", (1000 * p["seconds"], p["recall_at_100"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, -8))
+    probes = [p["nprobe"] for p in pts]
+    ax.plot(probes, [p["recall_at_100"] for p in pts], "o-", color="tab:blue")
     ax.axhline(0.98, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel(f"ms for top-100 of {curve['users']} users (candidates, then exact scores)")
-    ax.set_ylabel("recall of the exact top-100")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(probes, [str(p) for p in probes])
+    ax.set_xlabel("nprobe (cells searched per user)")
+    ax.set_ylabel("recall of the exact top-100", color="tab:blue")
+    ax.set_ylim(0, 1.05)
+    ms = ax.twinx()
+    ms.plot(probes, [1000 * p["seconds"] for p in pts], "s--", color="tab:red")
+    ms.set_ylabel(f"ms for top-100 of {curve['users']} users", color="tab:red")
+    ms.set_ylim(0, None)
     ax.set_title(f"candidate index: {curve['items']:,} items, {curve['cells']:,} cells, "
                  f"{curve['n_candidates']} candidates", fontsize=9)
     ax.grid(alpha=0.3)
