@@ -197,26 +197,28 @@ class ItemGraph:
             s, d = src.cpu(), dst.cpu()
             counts = self._dense[s.clamp(min=0)[:, None, :], d[:, :, None]] * (s >= 0)[:, None, :]
             return counts.to(dst.device)
-        # every (user, source) row's next items as one sorted array of keys (slot · N + item), looked
-        # up for each (user, destination, source) at once
+        # every (user, source) slot's next items as one sorted array of keys (slot · n + item), looked
+        # up for each (user, destination, source) at once; each distinct source row read once
         srcs, dsts = src.cpu().numpy(), dst.cpu().numpy()
-        slots, rows = [], []
-        for slot, j in enumerate(srcs.reshape(-1).tolist()):
-            if j >= 0:
-                row = self._row(j)
-                if len(row[0]):
-                    slots.append(slot)
-                    rows.append(row)
         out = np.zeros((b, k, L), np.float32)
-        if rows:
-            n = max(int(dsts.max()), max(int(r[0][-1]) for r in rows)) + 1
-            keys = np.concatenate([slot * n + r[0] for slot, r in zip(slots, rows)])
+        flat = srcs.reshape(-1)
+        slots = np.flatnonzero(flat >= 0)
+        uniq, inverse = np.unique(flat[slots], return_inverse=True)
+        rows = [self._row(int(j)) for j in uniq.tolist()]
+        lens = np.array([len(r[0]) for r in rows], np.int64)[inverse] if len(rows) else np.zeros(0, np.int64)
+        if lens.sum():
+            targets = np.concatenate([r[0] for r in rows])
             row_counts = np.concatenate([r[1] for r in rows])
+            row_start = np.concatenate([[0], np.cumsum([len(r[0]) for r in rows])[:-1]])[inverse]
+            slot_start = np.concatenate([[0], np.cumsum(lens)[:-1]])
+            at_row = np.repeat(row_start - slot_start, lens) + np.arange(int(lens.sum()))
+            n = max(int(dsts.max()), int(targets.max())) + 1
+            keys = np.repeat(slots, lens) * n + targets[at_row]  # sorted: slots ascending, items within
             slot_of = np.arange(b)[:, None, None] * L + np.arange(L)[None, None, :]  # [B, 1, L]
             want = slot_of * n + np.maximum(dsts, 0)[:, :, None]  # [B, k, L]
             at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
             hit = (keys[at] == want) & (dsts >= 0)[:, :, None] & (srcs >= 0)[:, None, :]
-            out[hit] = row_counts[at[hit]]
+            out[hit] = row_counts[at_row[at[hit]]]
         return torch.from_numpy(out).to(dst.device)
 
     def pair_totals(self, src: Tensor) -> Tensor:

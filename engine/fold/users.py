@@ -440,7 +440,7 @@ class UserStage:
         item stands for). Every item of the set is scored with all its terms for every user."""
         assert self.index is not None and self.index_config is not None
         t, model, cfg = self.table, self.model, self.index_config
-        n, dev = len(t), t.device
+        n = len(t)
         vectors, bias, content = t.vectors(), t.bias, t.content()
         for c in range(0, len(mem), cfg.users_per_call):
             m, cx = mem[c : c + cfg.users_per_call], ctx[c : c + cfg.users_per_call]
@@ -454,15 +454,7 @@ class UserStage:
                 found[found >= 0], cx.prof_rows[cx.prof_rows >= 0].cpu().numpy(), ti.cpu().numpy()[strongest],
                 self.index.always(),
             ]))
-            tail = np.setdiff1d(self._tail_rng.integers(0, n, cfg.tail_sample), core)  # sorted, unique
-            rows_np = np.union1d(core, tail)
-            rows = torch.from_numpy(rows_np).to(dev)
-            log_weight = None
-            if len(tail):
-                log_weight = torch.zeros(len(rows_np), device=dev)
-                log_weight[torch.from_numpy(np.searchsorted(rows_np, tail)).to(dev)] = float(
-                    np.log((n - len(core)) / len(tail))
-                )
+            rows, log_weight = self._with_tail(core, n)
             prof = x.prof_rows
             at = torch.searchsorted(rows, ti).clamp(max=len(rows) - 1)
             scored = rows[at] == ti  # the pair terms of the items in the set
@@ -473,6 +465,22 @@ class UserStage:
                 content=content[rows] if content is not None else None, log_weight=log_weight,
             )
             yield c, rows, model.item_scores(u, sub)
+
+    def _with_tail(self, core: np.ndarray, n: int) -> tuple[Tensor, Tensor | None]:
+        """The rows ``[C]`` of a candidate set ``core`` (sorted) with a uniform sample of the other
+        items added, and each row's log weight in the explore normaliser ``[C]``: 0 for the set,
+        log(items left out / sample size) for the sample (None: nothing left out)."""
+        assert self.index_config is not None
+        dev = self.table.device
+        tail = np.setdiff1d(self._tail_rng.integers(0, n, self.index_config.tail_sample), core)  # sorted
+        rows = np.union1d(core, tail)
+        if not len(tail):
+            return torch.from_numpy(rows).to(dev), None
+        log_weight = torch.zeros(len(rows), device=dev)
+        log_weight[torch.from_numpy(np.searchsorted(rows, tail)).to(dev)] = float(
+            np.log((n - len(core)) / len(tail))
+        )
+        return torch.from_numpy(rows).to(dev), log_weight
 
     def scores(
         self, mem: Tensor, states: Sequence[UserState], now: Sequence[float] | np.ndarray | None = None
