@@ -157,10 +157,6 @@ class CandidateIndex:
         self.last_drift = 0.0
 
     @property
-    def built(self) -> bool:
-        return self._built is not None
-
-    @property
     def rebuilding(self) -> bool:
         return self._rebuild is not None and self._rebuild.is_alive()
 

@@ -73,7 +73,6 @@ def index_curve(
         stage.top_k = top
         assert isinstance(index, CandidateIndex)
         index.build()  # over the vectors as they stand now
-        stage.index = index
         points = []
         for p in nprobes:
             index.set_nprobe(p)

@@ -47,8 +47,9 @@ def _produce_events(settings, events):
     return where
 
 
-def test_events_in_recommendations_out_for_every_user(settings):
-    events = synthetic_events(n_users=20, per_user=15)
+def _serve(settings, events):
+    """Produce ``events``, run a worker until every user's last event is answered, stop it; the
+    recommendations' messages, where each event landed, and the stopped worker."""
     delivered = _produce_events(settings, events)
     worker, thread = start_worker(settings)
     try:
@@ -56,6 +57,12 @@ def test_events_in_recommendations_out_for_every_user(settings):
     finally:
         worker.stop()
         thread.join(30)
+    return msgs, delivered, worker
+
+
+def test_events_in_recommendations_out_for_every_user(settings):
+    events = synthetic_events(n_users=20, per_user=15)
+    msgs, delivered, worker = _serve(settings, events)
     validator = jsonschema.Draft202012Validator(load_schema("recommendation.v1"))
     produced = set(delivered)
     users = set()
@@ -81,13 +88,7 @@ def test_a_worker_over_the_candidate_index_answers_every_user_and_indexes_new_it
     events = synthetic_events(n_users=12, per_user=10)
     t0 = events[-1].timestamp
     events += [Interaction(f"user-{u}", f"new-{u % 3}", t0 + 60 + u, "view") for u in range(12)]
-    delivered = _produce_events(settings, events)
-    worker, thread = start_worker(settings)
-    try:
-        msgs = drain(settings, settings.topics.recommendations, _answered(_last_sources(events, delivered)))
-    finally:
-        worker.stop()
-        thread.join(30)
+    msgs, _, worker = _serve(settings, events)
     users = {json.loads(m.value())["user_id"] for m in msgs}
     assert users == {e.user_id for e in events}
     assert all(len(json.loads(m.value())["items"]) == 5 for m in msgs)
@@ -161,13 +162,7 @@ def test_recommendations_through_kafka_agree_with_the_offline_evaluator(settings
     )
     create_topics(one.bootstrap_servers, topic_specs(one))
     events = synthetic_events(n_users=12, per_user=25)
-    delivered = _produce_events(one, events)
-    worker, thread = start_worker(one)
-    try:
-        msgs = drain(one, one.topics.recommendations, _answered(_last_sources(events, delivered)))
-    finally:
-        worker.stop()
-        thread.join(30)
+    msgs, delivered, _ = _serve(one, events)
     row_of = {o: k for k, (_, o) in enumerate(delivered)}
     nxt: dict[int, int] = {}
     seen: dict[str, int] = {}

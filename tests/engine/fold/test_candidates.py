@@ -134,6 +134,12 @@ def _pipelines(model, n_items, index):
     return Pipeline(users, ItemStage(model, table, store.partition("items")))
 
 
+def _model_and_events(n, n_users, n_events):
+    torch.manual_seed(0)
+    model = InterestModel(InterestConfig(n_items=n, dim=16, time_dim=8, profile_items=8)).eval()
+    return model, _events(tiny_log(n_users=n_users, n_items=n, n_events=n_events))
+
+
 def _recommendations(pipeline, events, batch=250):
     out = []
     for b in range(0, len(events), batch):
@@ -145,9 +151,7 @@ def _recommendations(pipeline, events, batch=250):
 
 def test_indexed_scoring_equals_exact_scoring_when_the_index_returns_every_item():
     n = 600
-    torch.manual_seed(0)
-    model = InterestModel(InterestConfig(n_items=n, dim=16, time_dim=8, profile_items=8)).eval()
-    events = _events(tiny_log(n_users=40, n_items=n, n_events=1_000))
+    model, events = _model_and_events(n, n_users=40, n_events=1_000)
     exact = _recommendations(_pipelines(model, n, None), events)
     every = IndexConfig(min_items=0, n_candidates=n, nprobe=n)
     indexed = _recommendations(_pipelines(model, n, every), events)
@@ -160,9 +164,7 @@ def test_indexed_scoring_equals_exact_scoring_when_the_index_returns_every_item(
 
 def test_indexed_scoring_keeps_most_of_the_exact_top_10_with_a_few_candidates():
     n = 2_000
-    torch.manual_seed(0)
-    model = InterestModel(InterestConfig(n_items=n, dim=16, time_dim=8, profile_items=8)).eval()
-    events = _events(tiny_log(n_users=60, n_items=n, n_events=800))
+    model, events = _model_and_events(n, n_users=60, n_events=800)
     exact = _recommendations(_pipelines(model, n, None), events)
     pipeline = _pipelines(model, n, IndexConfig(min_items=0, n_candidates=100, tail_sample=256))
     indexed = _recommendations(pipeline, events)
